@@ -1,0 +1,1 @@
+"""Statistics shared by the reference profile (conversion) and the drift exporter (serving hosts)."""

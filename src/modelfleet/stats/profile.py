@@ -1,0 +1,122 @@
+"""Reference data profiles: the fixed-size summaries that drift is measured against.
+
+A profile is built once from reference data at conversion time (``profile.json`` in the artifact)
+and read by the drift exporter. Numeric columns keep quantile-cut bins with their reference
+fractions (for PSI), a 1001-point quantile grid (for KS and Wasserstein) and moments; categorical
+columns keep category frequencies (for chi-squared, PSI, JS), folding the rarest into ``__other__``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelfleet.stats.binning import QUANTILE_PROBS, bin_counts, finite, fractions, quantile_edges
+
+OTHER_CATEGORY = "__other__"
+MAX_CATEGORIES = 100
+PROFILE_FORMAT = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericProfile(_Frozen):
+    type: Literal["numeric"] = "numeric"
+    count: int = Field(ge=0, description="non-missing values")
+    missing: int = Field(ge=0, description="NaN values")
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
+    edges: list[float] = Field(description="interior bin edges (reference quantiles)")
+    fractions: list[float] = Field(description="reference fraction per bin, len(edges) + 1")
+    quantiles: list[float] = Field(description="values at QUANTILE_PROBS (empty without data)")
+
+
+class CategoricalProfile(_Frozen):
+    type: Literal["categorical"] = "categorical"
+    count: int = Field(ge=0)
+    missing: int = Field(ge=0)
+    categories: list[str] = Field(description="most frequent first; OTHER_CATEGORY last if present")
+    fractions: list[float]
+
+
+ColumnProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="type")]
+
+
+class DataProfile(_Frozen):
+    """Profiles of every feature and every prediction column of one model version."""
+
+    format: int = PROFILE_FORMAT
+    rows: int = Field(ge=0)
+    bins: int = Field(ge=2)
+    features: dict[str, ColumnProfile]
+    predictions: dict[str, ColumnProfile]
+
+
+def profile_numeric(values: npt.ArrayLike, bins: int) -> NumericProfile:
+    """Profile of a numeric column; NaN counts as missing."""
+    raw = np.asarray(values, dtype=np.float64).ravel()
+    data = finite(raw)
+    missing = int(raw.size - data.size)
+    if data.size == 0:
+        return NumericProfile(count=0, missing=missing, min=None, max=None, mean=None, std=None,
+                              edges=[], fractions=[1.0], quantiles=[])
+    edges = quantile_edges(data, bins)
+    counts = bin_counts(data, edges)
+    usable = data[np.isfinite(data)]
+    return NumericProfile(
+        count=int(data.size),
+        missing=missing,
+        min=float(usable.min()) if usable.size else None,
+        max=float(usable.max()) if usable.size else None,
+        mean=float(usable.mean()) if usable.size else None,
+        std=float(usable.std()) if usable.size else None,
+        edges=edges.tolist(),
+        fractions=fractions(counts).tolist(),
+        quantiles=np.quantile(usable, QUANTILE_PROBS).tolist() if usable.size else [],
+    )
+
+
+def category_key(value: object) -> str | None:
+    """The text form under which a category is counted; ``None`` for a missing value.
+
+    Integral floats are written without a fraction (``2.0`` → ``"2"``) so that codes sent as FP32 and
+    codes sent as INT64 or as strings meet in the same category.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return None
+        if float(value).is_integer():
+            return str(int(value))
+        return repr(float(value))
+    if isinstance(value, np.generic):
+        return str(value.item())
+    return str(value)
+
+
+def profile_categorical(values: npt.ArrayLike, max_categories: int = MAX_CATEGORIES) -> CategoricalProfile:
+    """Profile of a categorical column (codes or strings); ``None``/NaN count as missing."""
+    keys = [category_key(v) for v in np.asarray(values, dtype=object).ravel()]
+    present = [k for k in keys if k is not None]
+    counter = Counter(present)
+    ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
+    kept = ranked[:max_categories]
+    other = sum(count for _, count in ranked[max_categories:])
+    categories = [name for name, _ in kept]
+    counts = [count for _, count in kept]
+    if other:
+        categories.append(OTHER_CATEGORY)
+        counts.append(other)
+    return CategoricalProfile(count=len(present), missing=len(keys) - len(present), categories=categories,
+                              fractions=fractions(counts).tolist() if counts else [])
