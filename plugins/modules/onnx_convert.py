@@ -96,13 +96,13 @@ path:
   returned: always
   type: str
   sample: /var/lib/modelfleet/artifacts/credit-risk/1
-action:
+outcome:
   description: What was done, one of V(built), V(rebuilt), V(unchanged), V(would build), V(would rebuild).
   returned: always
   type: str
   sample: built
 reason:
-  description: Why the action was taken (for example which input changed).
+  description: Why it was done (for example which input changed).
   returned: always
   type: str
   sample: no artifact at this version yet
@@ -180,7 +180,7 @@ def run_module():
     output = dict(
         changed=result.changed,
         path=str(result.path),
-        action=result.action,
+        outcome=result.outcome,
         reason=result.reason,
         build_key=result.build_key,
         name=spec.name,

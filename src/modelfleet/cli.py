@@ -31,11 +31,11 @@ def _convert(args: argparse.Namespace) -> int:
         result = build_artifact(spec, Path(args.output), force=args.force, check_only=args.check, progress=advance)
         progress.update(task, completed=len(STAGES))
     if args.json:
-        print(json.dumps({"changed": result.changed, "action": result.action, "path": str(result.path),
+        print(json.dumps({"changed": result.changed, "outcome": result.outcome, "path": str(result.path),
                           "reason": result.reason, "build_key": result.build_key, "manifest": result.manifest,
                           "timings": result.timings}, indent=2))
         return 0
-    console.print(f"[bold]{spec.name}[/] v{spec.version}: {result.action} — {result.reason}")
+    console.print(f"[bold]{spec.name}[/] v{spec.version}: {result.outcome} — {result.reason}")
     if result.manifest is not None and result.changed:
         for name, report in result.manifest["parity"]["outputs"].items():
             if report["kind"] == "float":

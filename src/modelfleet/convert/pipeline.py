@@ -46,7 +46,7 @@ class BuildResult:
 
     changed: bool
     path: Path
-    action: str  # built | rebuilt | unchanged | would build | would rebuild
+    outcome: str  # built | rebuilt | unchanged | would build | would rebuild
     reason: str
     build_key: str
     manifest: dict[str, Any] | None
@@ -144,7 +144,7 @@ def build_artifact(spec: ModelSpec, output_root: Path, *, force: bool = False, c
         try:
             artifact.verify_artifact(target)
         except ArtifactError as exc:
-            action, reason = "rebuilt", f"the existing artifact is damaged ({exc})"
+            outcome, reason = "rebuilt", f"the existing artifact is damaged ({exc})"
         else:
             return BuildResult(False, target, "unchanged", "an identical build is in place", key,
                                previous_dict, previous_dict, timer.timings)
@@ -155,14 +155,14 @@ def build_artifact(spec: ModelSpec, output_root: Path, *, force: bool = False, c
                 f"{target} already holds a different build of {spec.name} version {spec.version} ({reason}). "
                 "A published version is immutable: raise `version` in the spec to publish this model, "
                 "or force the rebuild.")
-        action = "rebuilt"
+        outcome = "rebuilt"
     else:
-        action, reason = "built", "no artifact at this version yet"
+        outcome, reason = "built", "no artifact at this version yet"
     if check_only:
-        would = "would rebuild" if action == "rebuilt" else "would build"
+        would = "would rebuild" if outcome == "rebuilt" else "would build"
         return BuildResult(True, target, would, reason, key, None, previous_dict, timer.timings)
     manifest = _build(spec, inputs, key, target, timer)
-    return BuildResult(True, target, action, reason, key, manifest, previous_dict, timer.timings)
+    return BuildResult(True, target, outcome, reason, key, manifest, previous_dict, timer.timings)
 
 
 def _existing_manifest(target: Path, force: bool) -> artifact.Manifest | None:
