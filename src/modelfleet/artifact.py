@@ -116,7 +116,7 @@ def publish(staging: Path, target: Path) -> None:
     for entry in staging.iterdir():
         with entry.open("rb") as handle:
             os.fsync(handle.fileno())
-    os.chmod(staging, 0o755)
+    staging.chmod(0o755)
     if target.exists():
         retired = target.with_name(f".{target.name}.old")
         shutil.rmtree(retired, ignore_errors=True)

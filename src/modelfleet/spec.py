@@ -175,11 +175,15 @@ class Resources(_Strict):
 Provider = Literal["tensorrt", "cuda", "cpu"]
 
 
+def _cpu_only() -> list[Provider]:
+    return ["cpu"]
+
+
 class Serving(_Strict):
     batching: Batching = Batching()
     instances: int = Field(default=1, ge=1)
     resources: Resources = Resources()
-    providers: list[Provider] = Field(default_factory=lambda: ["cpu"], min_length=1)
+    providers: list[Provider] = Field(default_factory=_cpu_only, min_length=1)
 
     @field_validator("providers")
     @classmethod

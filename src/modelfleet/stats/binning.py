@@ -38,7 +38,7 @@ def quantile_edges(values: npt.ArrayLike, bins: int) -> FloatArray:
     edges = np.quantile(data, probs, method="linear")
     edges = np.unique(edges)
     # An edge at the minimum would leave bin 0 empty by construction; drop it.
-    return edges[edges > data.min()]
+    return np.asarray(edges[edges > data.min()], dtype=np.float64)
 
 
 def bin_counts(values: npt.ArrayLike, edges: FloatArray) -> IntArray:

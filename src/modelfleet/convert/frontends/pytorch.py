@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import io
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ def _load_module(spec: ModelSpec, files: SourceFiles) -> Any:
                                   f"{spec.source.factory}: {type(exc).__name__}: {exc}") from None
         return network
     try:
-        return torch.jit.load(buffer, map_location="cpu")
+        return torch.jit.load(buffer, map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception:  # not TorchScript: try a pickled module next
         buffer.seek(0)
     try:
@@ -69,17 +71,18 @@ def export(spec: ModelSpec, files: SourceFiles, samples: Arrays) -> Exported:
                     else ["output"])
     example = tuple(torch.from_numpy(np.ascontiguousarray(samples[name][:2])) for name in input_names)
     dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(network, example, buffer, input_names=input_names, output_names=output_names,
-                              dynamic_axes=dynamic_axes, opset_version=spec.convert.opset, dynamo=False)
-    except Exception as exc:  # the exporter raises many types
-        raise ConversionError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
     import onnx
 
-    model = onnx.load_from_string(buffer.getvalue())
+    with tempfile.TemporaryDirectory(prefix="modelfleet-torch-") as scratch:
+        exported = Path(scratch) / "model.onnx"
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(network, example, exported, input_names=input_names, output_names=output_names,
+                                  dynamic_axes=dynamic_axes, opset_version=spec.convert.opset, dynamo=False)
+        except Exception as exc:  # the exporter raises many types
+            raise ConversionError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
+        model = onnx.load(str(exported))
 
     def predict(arrays: Arrays) -> list[np.ndarray]:
         tensors = [torch.from_numpy(np.ascontiguousarray(arrays[name])) for name in input_names]
