@@ -58,7 +58,7 @@ def main() -> None:
     joblib.dump(pipeline, HERE / "model.joblib")
     data = HERE / "data"
     data.mkdir(exist_ok=True)
-    sample, _ = generate(256, seed=11)
+    sample = generate(256, seed=11)[0]
     np.savez(data / "sample.npz", x=sample)
     reference, reference_labels = generate(5_000, seed=13)
     np.savez(data / "reference.npz", x=reference, labels=reference_labels)

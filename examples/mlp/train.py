@@ -45,7 +45,7 @@ def main() -> None:
     torch.save(model.state_dict(), HERE / "model.pt")
     data = HERE / "data"
     data.mkdir(exist_ok=True)
-    sample, _ = generate(256, seed=9)
+    sample = generate(256, seed=9)[0]
     np.savez(data / "sample.npz", x=sample)
     reference, reference_labels = generate(4_000, seed=21)
     np.savez(data / "reference.npz", x=reference, labels=reference_labels)

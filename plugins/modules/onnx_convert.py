@@ -31,7 +31,7 @@ description:
   - "Usually runs on the controller (C(delegate_to: localhost), C(run_once: true)); the artifact is then
     distributed to the serving hosts."
 author:
-  - modelfleet contributors
+  - modelfleet contributors (@modelfleet)
 options:
   spec:
     description:
@@ -55,12 +55,16 @@ requirements:
   - modelfleet[convert] (the C(modelfleet) Python distribution with its converter extras)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Computes the build key and reports whether the artifact would be built; converts nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the manifest before and after. In check mode the new manifest is not known yet.
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 notes:
   - Heavy libraries (ONNX, ONNX Runtime, the framework converters) are imported only when the module runs.

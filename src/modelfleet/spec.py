@@ -276,8 +276,8 @@ class ModelSpec(_Strict):
             out_names = [t.name for t in self.outputs]
             if len(set(out_names)) != len(out_names):
                 raise ValueError("outputs: names must be distinct")
-            for field, output in (("task.output", self.task.output), ("task.probabilities",
-                                                                       self.task.probabilities)):
+            named_outputs = (("task.output", self.task.output), ("task.probabilities", self.task.probabilities))
+            for field, output in named_outputs:
                 if output is not None and output not in out_names:
                     raise ValueError(f"{field}: {output!r} is not among the outputs {out_names}")
         seen: set[tuple[str, int]] = set()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
-
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -280,5 +280,3 @@ def _check_source_unchanged(spec: ModelSpec, inputs: _Inputs) -> None:
     if now != inputs.hashes["source"]:
         raise ConversionError(f"source.path {spec.source.path}: changed during conversion (sha256 "
                               f"{inputs.hashes['source'][:12]}… → {now[:12]}…); nothing was published, run again")
-
-

@@ -112,9 +112,9 @@ def profile_categorical(values: npt.ArrayLike, max_categories: int = MAX_CATEGOR
     counter = Counter(present)
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[:max_categories]
-    other = sum(count for _, count in ranked[max_categories:])
-    categories = [name for name, _ in kept]
-    counts = [count for _, count in kept]
+    other = sum(count for _name, count in ranked[max_categories:])
+    categories = [name for name, _count in kept]
+    counts = [count for _name, count in kept]
     if other:
         categories.append(OTHER_CATEGORY)
         counts.append(other)

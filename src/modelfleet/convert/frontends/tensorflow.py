@@ -29,8 +29,8 @@ def export(spec: ModelSpec, files: SourceFiles, samples: Arrays) -> Exported:
                                dtype=tf.as_dtype(t.datatype.value.lower().replace("fp", "float")))
                  for t in spec.inputs]
     try:
-        model, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature,
-                                              opset=spec.convert.opset)
+        model = tf2onnx.convert.from_keras(keras_model, input_signature=signature,
+                                           opset=spec.convert.opset)[0]
     except Exception as exc:  # tf2onnx raises many types for unsupported graphs
         raise ConversionError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}") from None
 

@@ -1,0 +1,154 @@
+# modelfleet — build, lint and test entry points.
+#
+#   make bootstrap    install missing Debian packages (scripts/bootstrap-apt.sh)
+#   make venv         .venv with the project and its dev tools (idempotent)
+#   make collection   make this checkout usable as the collection modelfleet.serving
+#   make lint         ruff, mypy, yamllint, ansible-lint
+#   make unit         pytest tests/unit
+#   make integration  pytest tests/integration
+#   make sanity       ansible-test sanity on the built collection
+#   make test         everything CI runs (venv, collection, lint, pytest tests/, sanity)
+#   make demo         build the example models and convert them to ONNX
+#   make demo-down    tear the demo down
+#   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+ROOT := $(CURDIR)
+PYTHON ?= python3
+VENV ?= .venv
+VENV_ABS := $(abspath $(VENV))
+# Installed before the project: this release is a CPU build on local disk; any other
+# torch requirement would download the multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.modelfleet-installed
+
+CACHE := .cache
+NAMESPACE := modelfleet
+NAME := serving
+COLLECTIONS_DIR := $(CACHE)/collections
+COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/$(NAMESPACE)/$(NAME)
+BUILD_DIR := $(CACHE)/build
+SANITY_DIR := $(CACHE)/sanity
+SANITY_ROOT := $(SANITY_DIR)/ansible_collections/$(NAMESPACE)/$(NAME)
+SANITY_PYTHON ?= 3.11
+SANITY_ARGS ?=
+ARTIFACTS := $(CACHE)/artifacts
+EXAMPLES := credit-risk mlp
+
+# Only the directories that exist (ruff fails on missing paths).
+LINT_DIRS := $(wildcard src tests plugins examples bench scripts)
+PYTEST_ARGS ?=
+
+# The venv first on PATH: molecule and ansible shell out to ansible-config & co.
+export PATH := $(VENV_ABS)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv bootstrap collection lint ruff mypy yamllint ansible-lint \
+        unit integration pytest sanity collection-build test demo demo-down clean distclean
+
+help:
+	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+
+## --- environment -----------------------------------------------------------
+
+bootstrap:
+	scripts/bootstrap-apt.sh
+
+venv: $(STAMP)
+
+# Re-installs when pyproject.toml changes; `pip install` is a no-op for what is already there.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(VENV)/bin/python ]; then echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); fi
+	$(VENV)/bin/python -m pip install -U pip
+	$(VENV)/bin/python -m pip install '$(TORCH_SPEC)'
+	$(VENV)/bin/python -m pip install -e '.[dev]'
+	@touch $@
+
+# The checkout itself is the collection: ansible.cfg puts $(COLLECTIONS_DIR) on collections_path.
+collection:
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@if [ "$$(readlink $(COLLECTION_LINK) 2>/dev/null)" != "../../../.." ]; then \
+	  rm -rf $(COLLECTION_LINK); ln -s ../../../.. $(COLLECTION_LINK); fi
+	@test -f $(COLLECTION_LINK)/galaxy.yml
+	@echo "$(NAMESPACE).$(NAME) -> $(COLLECTION_LINK) -> $$(cd $(COLLECTION_LINK) && pwd -P)"
+
+## --- lint ------------------------------------------------------------------
+
+lint: ruff mypy yamllint ansible-lint
+
+ruff: venv
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+
+mypy: venv
+	$(VENV)/bin/mypy
+
+yamllint: venv
+	$(VENV)/bin/yamllint -s .
+
+ansible-lint: venv collection
+	$(VENV)/bin/ansible-lint
+
+## --- tests -----------------------------------------------------------------
+
+# Exit code 5 (no tests collected) is a failure on purpose.
+unit: venv
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv collection
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
+
+pytest: venv collection
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+# ansible-test needs a path ending in ansible_collections/<ns>/<name> and resolves symlinks,
+# so it runs on the collection as built (build_ignore applied) and installed under $(SANITY_DIR).
+collection-build: venv
+	rm -rf $(BUILD_DIR)
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path $(BUILD_DIR) .
+
+sanity: collection-build
+	rm -rf $(SANITY_DIR)
+	$(VENV)/bin/ansible-galaxy collection install --offline --force --no-deps \
+	  -p $(SANITY_DIR) $(BUILD_DIR)/$(NAMESPACE)-$(NAME)-*.tar.gz
+	@# ansible-test bootstraps pip with get-pip-<ver>.py from a host we cannot reach; it uses a
+	@# cached copy if present. Put our stand-in there, for the pip version this ansible-test wants.
+	@pipver=$$($(VENV)/bin/python -c 'import types; \
+	  from ansible_test._internal.python_requirements import get_venv_packages; \
+	  print(get_venv_packages(types.SimpleNamespace(version="$(SANITY_PYTHON)"))["pip"])'); \
+	cached="$$HOME/.ansible/test/cache/get_pip_$${pipver//./_}.py"; \
+	if [ -f "$$cached" ] && ! grep -q 'modelfleet: ansible-test get-pip stand-in' "$$cached"; then \
+	  echo "using existing $$cached"; \
+	else \
+	  mkdir -p "$$(dirname "$$cached")"; install -m 0644 scripts/ansible-test-get-pip.py "$$cached"; \
+	  echo "get-pip $$pipver stand-in -> $$cached"; \
+	fi
+	@# The installed tree is inside this repo's git work tree, where git ignores it (.cache/):
+	@# pin the content root so ansible-test lists the files itself instead of asking git.
+	cd $(SANITY_ROOT) && ANSIBLE_TEST_CONTENT_ROOT="$$PWD" \
+	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
+
+test: venv collection lint pytest sanity
+
+## --- demo ------------------------------------------------------------------
+
+demo: venv collection
+	@mkdir -p $(ARTIFACTS)
+	$(foreach m,$(EXAMPLES),$(VENV)/bin/python examples/$(m)/train.py;)
+	$(foreach m,$(EXAMPLES),$(VENV)/bin/modelfleet convert examples/$(m)/model.yml --output $(ARTIFACTS);)
+
+demo-down:
+	rm -rf $(ARTIFACTS)
+
+## --- housekeeping ----------------------------------------------------------
+
+clean:
+	rm -rf $(CACHE) .ansible tests/output .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	find . -path ./.venv -prune -o -path ./.git -prune -o \
+	  \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
