@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelfleet.errors import ArtifactError
+from modelfleet.errors import ArtifactError, SpecError
+from modelfleet.spec import ModelSpec, parse_spec
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -40,6 +41,7 @@ class Manifest(BaseModel):
     version: str
     build_key: str = Field(description="sha256 of source bytes, spec identity and converter versions")
     spec_sha256: str
+    spec: dict[str, Any] = Field(description="the spec's build identity: inputs, outputs, features, task, drift")
     source: dict[str, Any]
     converters: dict[str, str]
     created: str
@@ -90,6 +92,14 @@ def verify_artifact(directory: Path) -> Manifest:
         if actual != expected:
             raise ArtifactError(f"{path}: sha256 {actual} does not match the manifest's {expected}")
     return manifest
+
+
+def artifact_spec(directory: Path, manifest: Manifest) -> ModelSpec:
+    """The spec an artifact was built from (its build identity: inputs, outputs, features, task)."""
+    try:
+        return parse_spec(manifest.spec, directory, f"{directory / MANIFEST} (spec)")
+    except SpecError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def write_json(path: Path, data: Any) -> None:

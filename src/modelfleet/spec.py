@@ -3,7 +3,7 @@
 ``load_spec(path)`` reads and validates a spec file; relative paths inside it are resolved against
 the file's directory. ``parse_spec(data, base_dir)`` does the same for already-parsed data (the
 Ansible modules and the Pulumi programs pass dicts). Errors are :class:`SpecError` with one
-path-qualified line per problem, e.g. ``rollout.steps[2]: must be greater than 25``.
+path-qualified line per problem, e.g. ``rollout.steps: steps[2] = 25 must be greater than steps[1] = 50``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,7 +79,7 @@ def parse_quantity(text: str | int) -> int:
         raise ValueError(f"{text!r} is not a quantity like 512Mi or 4Gi")
     powers = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    return int(float(match["n"]) * powers[match["unit"]])
+    return int(Decimal(match["n"]) * powers[match["unit"]])
 
 
 class Source(_Strict):
@@ -206,7 +207,7 @@ class Gates(_Strict):
 class Rollout(_Strict):
     steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10.0, 50.0, 100.0],
                                                                 min_length=1)
-    interval: str = "60s"
+    interval: str | float = "60s"
     min_requests: int = Field(default=100, ge=0)
     failure_limit: int = Field(default=1, ge=1)
     inconclusive_limit: int = Field(default=3, ge=0)
@@ -223,7 +224,7 @@ class Rollout(_Strict):
 
     @field_validator("interval")
     @classmethod
-    def _interval(cls, value: str) -> str:
+    def _interval(cls, value: str | float) -> str | float:
         parse_duration(value)
         return value
 
@@ -234,12 +235,12 @@ class Rollout(_Strict):
 
 class Drift(_Strict):
     bins: int = Field(default=10, ge=2, le=100)
-    windows: list[str] = Field(default_factory=lambda: ["5m", "1h"], min_length=1)
+    windows: list[str | float] = Field(default_factory=lambda: list[str | float](["5m", "1h"]), min_length=1)
     sample_rate: float = Field(default=1.0, gt=0, le=1)
 
     @field_validator("windows")
     @classmethod
-    def _windows(cls, values: list[str]) -> list[str]:
+    def _windows(cls, values: list[str | float]) -> list[str | float]:
         for value in values:
             parse_duration(value)
         return values
@@ -269,34 +270,52 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ModelSpec:
+        problems = [*self._tensor_problems(), *self._feature_problems()]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _tensor_problems(self) -> list[str]:
+        problems = []
         names = [t.name for t in self.inputs]
         if len(set(names)) != len(names):
-            raise ValueError("inputs: names must be distinct")
+            problems.append("inputs: names must be distinct")
         if self.outputs is not None:
             out_names = [t.name for t in self.outputs]
             if len(set(out_names)) != len(out_names):
-                raise ValueError("outputs: names must be distinct")
+                problems.append("outputs: names must be distinct")
             named_outputs = (("task.output", self.task.output), ("task.probabilities", self.task.probabilities))
             for field, output in named_outputs:
                 if output is not None and output not in out_names:
-                    raise ValueError(f"{field}: {output!r} is not among the outputs {out_names}")
+                    problems.append(f"{field}: {output!r} is not among the outputs {out_names}")
+        return problems
+
+    def _feature_problems(self) -> list[str]:
+        problems = []
+        names = [t.name for t in self.inputs]
         seen: set[tuple[str, int]] = set()
         feature_names: set[str] = set()
         for index, feature in enumerate(self.features):
+            where = f"features[{index}]"
             if feature.name in feature_names:
-                raise ValueError(f"features[{index}]: name {feature.name!r} is used twice")
+                problems.append(f"{where}: name {feature.name!r} is used twice")
             feature_names.add(feature.name)
+            input_name = feature.input or self.inputs[0].name
+            if input_name not in names:
+                problems.append(f"{where}.input: {input_name!r} is not among the inputs {names}")
+                continue
             tensor, column = self.feature_location(index)
-            if tensor.name not in names:
-                raise ValueError(f"features[{index}].input: {tensor.name!r} is not among the inputs {names}")
+            if len(tensor.shape) > 2:
+                problems.append(f"{where}.input: {tensor.name!r} has rank {len(tensor.shape)}; features are "
+                                "columns of inputs shaped [batch] or [batch, columns]")
+                continue
             width = tensor.shape[-1] if len(tensor.shape) > 1 else 1
             if width != -1 and column >= width:
-                raise ValueError(f"features[{index}].column: {column} is outside input {tensor.name!r} "
-                                 f"with {width} columns")
+                problems.append(f"{where}.column: {column} is outside input {tensor.name!r} with {width} columns")
             if (tensor.name, column) in seen:
-                raise ValueError(f"features[{index}]: column {column} of {tensor.name!r} is already a feature")
+                problems.append(f"{where}: column {column} of {tensor.name!r} is already a feature")
             seen.add((tensor.name, column))
-        return self
+        return problems
 
     def feature_location(self, index: int) -> tuple[TensorSpec, int]:
         """The input tensor and column that feature ``index`` reads."""
@@ -345,6 +364,13 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return text or "(top level)"
 
 
+def _format_problems(error: dict[str, Any]) -> list[str]:
+    """One line per problem; cross-field checks carry their own paths, several per error."""
+    if not error["loc"] and error["type"] == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ").splitlines()
+    return [_format_problem(error)]
+
+
 def _format_problem(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -367,7 +393,8 @@ def parse_spec(data: Any, base_dir: Path, source: str = "<spec>") -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = [_format_problem(dict(e)) for e in exc.errors()]
+        problems = [line for e in exc.errors() for line in _format_problems(dict(e))]
+        problems = list(dict.fromkeys(problems))  # union members may repeat a complaint
         raise SpecError(source, problems) from None
     return _resolve_paths(spec, base_dir)
 

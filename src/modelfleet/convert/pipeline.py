@@ -239,6 +239,7 @@ def _build(spec: ModelSpec, inputs: _Inputs, key: str, target: Path, timer: _Tim
                 (staging / name).write_bytes(data)
             manifest = artifact.Manifest(
                 name=spec.name, version=spec.version, build_key=key, spec_sha256=spec.spec_sha256,
+                spec=spec.build_identity(),
                 source={"framework": spec.source.framework.value, "path": str(spec.source.path),
                         "sha256": inputs.hashes["source"], "framework_version": exported.framework_version,
                         "inputs": {k: v for k, v in inputs.hashes.items() if k != "source"}},

@@ -20,6 +20,7 @@ from modelfleet.stats.binning import QUANTILE_PROBS, bin_counts, finite, fractio
 OTHER_CATEGORY = "__other__"
 MAX_CATEGORIES = 100
 PROFILE_FORMAT = 1
+_HUGE = 1e150
 
 
 class _Frozen(BaseModel):
@@ -71,16 +72,23 @@ def profile_numeric(values: npt.ArrayLike, bins: int) -> NumericProfile:
     edges = quantile_edges(data, bins)
     counts = bin_counts(data, edges)
     usable = data[np.isfinite(data)]
+    if not usable.size:
+        return NumericProfile(count=int(data.size), missing=missing, min=None, max=None, mean=None, std=None,
+                              edges=edges.tolist(), fractions=fractions(counts).tolist(), quantiles=[])
+    # Values near the float64 limit overflow differences and squares: summarise them scaled down.
+    scale = float(np.abs(usable).max())
+    scale = scale if scale > _HUGE else 1.0
+    scaled = usable / scale
     return NumericProfile(
         count=int(data.size),
         missing=missing,
-        min=float(usable.min()) if usable.size else None,
-        max=float(usable.max()) if usable.size else None,
-        mean=float(usable.mean()) if usable.size else None,
-        std=float(usable.std()) if usable.size else None,
+        min=float(usable.min()),
+        max=float(usable.max()),
+        mean=float(scaled.mean()) * scale,
+        std=float(scaled.std()) * scale,
         edges=edges.tolist(),
         fractions=fractions(counts).tolist(),
-        quantiles=np.quantile(usable, QUANTILE_PROBS).tolist() if usable.size else [],
+        quantiles=(np.quantile(scaled, QUANTILE_PROBS) * scale).tolist(),
     )
 
 
@@ -99,7 +107,8 @@ def category_key(value: object) -> str | None:
             return None
         if float(value).is_integer():
             return str(int(value))
-        return repr(float(value))
+        # Shortest text that round-trips in the value's own precision: float32(0.1) and 0.1 meet.
+        return np.format_float_positional(value, trim="-")
     if isinstance(value, np.generic):
         return str(value.item())
     return str(value)
