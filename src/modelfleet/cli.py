@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -49,6 +50,70 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from modelfleet.serve.app import ServerSettings
+    from modelfleet.serve.main import run
+    from modelfleet.serve.runtime import RuntimeOptions
+    from modelfleet.spec import Serving, load_spec
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serving = load_spec(args.spec).serving if args.spec else Serving()
+    providers = args.providers.split(",") if args.providers else list(serving.providers)
+    unknown = sorted(set(providers) - {"tensorrt", "cuda", "cpu"})
+    if unknown:
+        raise SystemExit(f"modelfleet serve: error: unknown provider(s) {unknown}; use tensorrt, cuda, cpu")
+    runtime = RuntimeOptions(
+        providers=providers,  # type: ignore[arg-type]  # checked above
+        optimization=args.optimization, intra_op_threads=args.threads, device_id=args.device_id,
+        trt_cache_dir=Path(args.trt_cache_dir) if args.trt_cache_dir else None,
+        max_batch=args.max_batch or serving.batching.max_batch)
+    settings = ServerSettings(
+        artifact=Path(args.artifact_dir).resolve(), runtime=runtime,
+        max_queue_delay_us=(args.max_queue_delay_us if args.max_queue_delay_us is not None
+                            else serving.batching.max_queue_delay_us),
+        max_queue_size=args.max_queue_size or serving.batching.max_queue_size,
+        inline_inference=not args.inference_thread, max_request_bytes=args.max_request_bytes,
+        body_timeout=args.body_timeout, spool_dir=Path(args.spool_dir) if args.spool_dir else None,
+        spool_sample_rate=args.spool_sample_rate, spool_max_bytes=args.spool_max_bytes,
+        spool_segment_bytes=args.spool_segment_bytes)
+    return run(settings, args.host, args.port, shutdown_delay=args.shutdown_delay, drain_timeout=args.drain_timeout,
+               limit_concurrency=args.limit_concurrency, log_level=args.log_level)
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="serve one model artifact over the Open Inference Protocol")
+    serve.add_argument("artifact_dir", help="artifact directory from `modelfleet convert` (<root>/<name>/<version>)")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument("--spec", help="model.yml whose serving settings give the defaults below")
+    serve.add_argument("--providers", help="execution providers in order: tensorrt,cuda,cpu (default: spec, or cpu)")
+    serve.add_argument("--max-batch", type=int, help="dynamic batching: rows per execution (default: spec, or 64)")
+    serve.add_argument("--max-queue-delay-us", type=int,
+                       help="dynamic batching: longest wait for a batch to fill (default: spec, or 2000)")
+    serve.add_argument("--max-queue-size", type=int, help="requests waiting before 503 (default: spec, or 1024)")
+    serve.add_argument("--inference-thread", action="store_true",
+                       help="run the model on a worker thread instead of the event loop (for slow models)")
+    serve.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
+    serve.add_argument("--optimization", default="all", choices=["disable", "basic", "extended", "all"],
+                       help="online graph optimization level on this host (default all)")
+    serve.add_argument("--device-id", type=int, default=0, help="GPU index for CUDA/TensorRT")
+    serve.add_argument("--trt-cache-dir", help="TensorRT engine cache (default: ARTIFACT_DIR/trt-cache)")
+    serve.add_argument("--max-request-bytes", type=int, default=16 << 20, help="request body limit (413 beyond)")
+    serve.add_argument("--body-timeout", type=float, default=30.0, help="seconds to receive a body (408 beyond)")
+    serve.add_argument("--limit-concurrency", type=int, default=2048, help="connections+requests before 503")
+    serve.add_argument("--spool-dir", help="write sampled request/response records here (for the drift exporter)")
+    serve.add_argument("--spool-sample-rate", type=float, default=1.0, help="share of requests spooled (0-1]")
+    serve.add_argument("--spool-max-bytes", type=int, default=256 << 20, help="spool size bound per version")
+    serve.add_argument("--spool-segment-bytes", type=int, default=16 << 20, help="spool segment size")
+    serve.add_argument("--shutdown-delay", type=float, default=0.0,
+                       help="on SIGTERM, seconds to keep serving while not ready (router health checks notice)")
+    serve.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, longest wait for requests")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelfleet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"modelfleet {__version__}")
@@ -61,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--json", action="store_true", help="print the result as JSON")
     convert.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     convert.set_defaults(handler=_convert)
+    _add_serve(commands)
     return parser
 
 

@@ -1,7 +1,9 @@
 """Dynamic batching: requests queue up, one consumer runs them together, each gets exactly its own rows.
 
-A batch is dispatched when it holds ``max_batch`` rows or when its oldest request has waited
-``max_delay`` seconds. Requests whose inner dimensions differ are never mixed (they go to the next
+A batch is dispatched when it holds ``max_batch`` rows, when its oldest request has waited
+``max_delay`` seconds, or as soon as no accepted request is still on its way to the queue
+(``incoming() == 0``): waiting longer could only add latency, because under load requests pile
+up while the previous batch executes anyway. Requests whose inner dimensions differ are never mixed (they go to the next
 batch). The queue is bounded in requests: a full queue refuses new work (the server answers 503
 with ``Retry-After``) instead of letting latency grow without limit. When a batch fails, each of
 its requests is retried alone so that one malformed request cannot fail its neighbours.
@@ -55,12 +57,12 @@ class Batcher:
     max_queue: int
     executor: Executor | None = None  # None: run inline on the event loop
     observer: BatchObserver = field(default_factory=BatchObserver)
+    incoming: Callable[[], int] = lambda: 1  # requests accepted but not yet submitted
 
     def __post_init__(self) -> None:
         self._pending: deque[_Job] = deque()
         self._pending_rows = 0
         self._arrived = asyncio.Event()
-        self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -87,8 +89,6 @@ class Batcher:
         self._pending.append(_Job(request, future, time.perf_counter()))
         self._pending_rows += request.rows
         self._arrived.set()
-        if self._pending_rows >= self.max_batch:
-            self._full.set()
         self.observer.on_depth(len(self._pending))
         return future
 
@@ -98,12 +98,17 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self._pending_rows < self.max_batch and self.max_delay > 0:
-                remaining = self._pending[0].enqueued + self.max_delay - time.perf_counter()
-                if remaining > 0:
-                    self._full.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), remaining)
+            deadline = self._pending[0].enqueued + self.max_delay
+            while self._pending_rows < self.max_batch and self.incoming() > 0:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    break
             batch = self._take()
             if batch:
                 await self._execute(batch)

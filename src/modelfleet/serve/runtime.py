@@ -83,6 +83,7 @@ class ModelRuntime:
         self.batchable = all(t.shape and t.shape[0] == -1 for t in (*self.inputs, *self.outputs))
         self.provider, self.precision, self._session = self._create_session()
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self.output_infos = {t.name: t for t in self.outputs}
 
     # --- session -------------------------------------------------------------------------------
 

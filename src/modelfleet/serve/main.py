@@ -1,0 +1,69 @@
+"""Run the model server with uvicorn, with a graceful SIGTERM.
+
+On SIGTERM (or SIGINT): readiness goes false at once so health-checking routers stop sending;
+after ``shutdown_delay`` the listener closes; requests in flight finish (bounded by
+``drain_timeout``); the process exits 0. A second SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Generator
+from types import FrameType
+
+import uvicorn
+
+from modelfleet.serve.app import ModelServer, ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: ModelServer, shutdown_delay: float, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.shutdown_delay = shutdown_delay
+        self.drain_timeout = drain_timeout
+        self._drain_started: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_started is None:
+            log.info("signal %s: not ready; draining for up to %.1f s", signal.Signals(sig).name,
+                     self.shutdown_delay + self.drain_timeout)
+            self._drain_started = time.monotonic()
+            self.app.begin_drain()
+        elif sig == signal.SIGINT:
+            self.force_exit = True
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        should_exit = await super().on_tick(counter)
+        if self._drain_started is None:
+            return should_exit
+        elapsed = time.monotonic() - self._drain_started
+        if elapsed < self.shutdown_delay:
+            return False
+        return self.app.in_flight == 0 or elapsed >= self.shutdown_delay + self.drain_timeout
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the captured signal after shutdown (exit status 143); a drained
+        # server exits 0 instead, which is what systemd and the rollout controller expect.
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def run(settings: ServerSettings, host: str, port: int, *, shutdown_delay: float = 0.0,
+        drain_timeout: float = 30.0, limit_concurrency: int = 2048, log_level: str = "info") -> int:
+    app = ModelServer(settings)
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+                            access_log=False, log_level=log_level, limit_concurrency=limit_concurrency,
+                            timeout_keep_alive=75, timeout_graceful_shutdown=drain_timeout, server_header=False,
+                            date_header=False)
+    server = DrainingServer(config, app, shutdown_delay, drain_timeout)
+    server.run()
+    return 0 if not server.force_exit else 1
