@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"modelfleet serve: error: unknown provider(s) {unknown}; use tensorrt, cuda, cpu")
     runtime = RuntimeOptions(
-        providers=providers,  # type: ignore[arg-type]  # checked above
+        providers=providers,  # checked above
         optimization=args.optimization, intra_op_threads=args.threads, device_id=args.device_id,
         trt_cache_dir=Path(args.trt_cache_dir) if args.trt_cache_dir else None,
         max_batch=args.max_batch or serving.batching.max_batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Generator
@@ -62,8 +63,8 @@ def run(settings: ServerSettings, host: str, port: int, *, shutdown_delay: float
     app = ModelServer(settings)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             access_log=False, log_level=log_level, limit_concurrency=limit_concurrency,
-                            timeout_keep_alive=75, timeout_graceful_shutdown=drain_timeout, server_header=False,
-                            date_header=False)
+                            timeout_keep_alive=75, timeout_graceful_shutdown=math.ceil(drain_timeout),
+                            server_header=False, date_header=False)
     server = DrainingServer(config, app, shutdown_delay, drain_timeout)
     server.run()
     return 0 if not server.force_exit else 1
