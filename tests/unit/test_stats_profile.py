@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -122,12 +123,18 @@ def test_profile_numeric_counts_and_ranges(values: list[float], bins: int) -> No
     assert len(profile.fractions) == len(profile.edges) + 1
     if data.size:
         assert profile.min == data.min() and profile.max == data.max()
-        assert len(profile.quantiles) == len(QUANTILE_PROBS)
-        assert profile.quantiles[0] == data.min() and profile.quantiles[-1] == data.max()
+        assert 1 <= len(profile.grid) <= len(QUANTILE_PROBS)
+        assert profile.grid[0] == data.min() and profile.grid[-1] == data.max()
+        assert all(a < b for a, b in itertools.pairwise(profile.grid))
+        ordered = np.sort(data)
+        # The stored CDF is exact at every grid value, just below it and at it.
+        assert profile.cdf == (np.searchsorted(ordered, profile.grid, side="right") / data.size).tolist()
+        assert profile.cdf_below == (np.searchsorted(ordered, profile.grid, side="left") / data.size).tolist()
+        assert profile.cdf[-1] == 1.0 and profile.cdf_below[0] == 0.0
         assert profile.mean is not None and math.isfinite(profile.mean)
     else:
         assert profile.min is profile.max is profile.mean is profile.std is None
-        assert profile.quantiles == []
+        assert profile.grid == profile.cdf == profile.cdf_below == []
     if profile.count:
         assert math.isclose(sum(profile.fractions), 1.0)
 
@@ -142,7 +149,7 @@ def test_infinities_are_counted_in_the_outer_bins_but_not_in_the_range() -> None
 
 def test_empty_and_all_nan_columns() -> None:
     empty = profile_numeric([], bins=10)
-    assert (empty.count, empty.missing, empty.edges, empty.quantiles, empty.min) == (0, 0, [], [], None)
+    assert (empty.count, empty.missing, empty.edges, empty.grid, empty.min) == (0, 0, [], [], None)
     nans = profile_numeric([math.nan] * 3, bins=10)
     assert (nans.count, nans.missing, nans.mean) == (0, 3, None)
 

@@ -13,8 +13,10 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-#: Quantile grid stored in every numeric profile (for KS and Wasserstein against the reference).
-QUANTILE_PROBS: FloatArray = np.linspace(0.0, 1.0, 1001)
+#: Probabilities of the quantile grid stored in every numeric profile (KS and Wasserstein against the
+#: reference). 501 points: at most 0.2% of the reference lies strictly between two grid values
+#: (for continuous data), which bounds the KS error of the streaming computation.
+QUANTILE_PROBS: FloatArray = np.linspace(0.0, 1.0, 501)
 
 
 def finite(values: npt.ArrayLike) -> FloatArray:

@@ -2,7 +2,8 @@
 
 A profile is built once from reference data at conversion time (``profile.json`` in the artifact)
 and read by the drift exporter. Numeric columns keep quantile-cut bins with their reference
-fractions (for PSI), a 1001-point quantile grid (for KS and Wasserstein) and moments; categorical
+fractions (for PSI), the exact reference CDF at the distinct values of a 501-point quantile grid (for
+KS and Wasserstein) and moments; categorical
 columns keep category frequencies (for chi-squared, PSI, JS), folding the rarest into ``__other__``.
 """
 
@@ -37,7 +38,10 @@ class NumericProfile(_Frozen):
     std: float | None
     edges: list[float] = Field(description="interior bin edges (reference quantiles)")
     fractions: list[float] = Field(description="reference fraction per bin, len(edges) + 1")
-    quantiles: list[float] = Field(description="values at QUANTILE_PROBS (empty without data)")
+    grid: list[float] = Field(description="distinct reference quantiles at QUANTILE_PROBS, ascending "
+                                          "(first = min, last = max; empty without finite data)")
+    cdf: list[float] = Field(description="fraction of finite reference values <= grid[k]")
+    cdf_below: list[float] = Field(description="fraction of finite reference values < grid[k]")
 
 
 class CategoricalProfile(_Frozen):
@@ -68,17 +72,19 @@ def profile_numeric(values: npt.ArrayLike, bins: int) -> NumericProfile:
     missing = int(raw.size - data.size)
     if data.size == 0:
         return NumericProfile(count=0, missing=missing, min=None, max=None, mean=None, std=None,
-                              edges=[], fractions=[1.0], quantiles=[])
+                              edges=[], fractions=[1.0], grid=[], cdf=[], cdf_below=[])
     edges = quantile_edges(data, bins)
     counts = bin_counts(data, edges)
     usable = data[np.isfinite(data)]
     if not usable.size:
         return NumericProfile(count=int(data.size), missing=missing, min=None, max=None, mean=None, std=None,
-                              edges=edges.tolist(), fractions=fractions(counts).tolist(), quantiles=[])
+                              edges=edges.tolist(), fractions=fractions(counts).tolist(), grid=[], cdf=[],
+                              cdf_below=[])
     # Values near the float64 limit overflow differences and squares: summarise them scaled down.
     scale = float(np.abs(usable).max())
     scale = scale if scale > _HUGE else 1.0
     scaled = usable / scale
+    grid, cdf, cdf_below = _reference_cdf(usable, scaled, scale)
     return NumericProfile(
         count=int(data.size),
         missing=missing,
@@ -88,8 +94,23 @@ def profile_numeric(values: npt.ArrayLike, bins: int) -> NumericProfile:
         std=float(scaled.std()) * scale,
         edges=edges.tolist(),
         fractions=fractions(counts).tolist(),
-        quantiles=(np.quantile(scaled, QUANTILE_PROBS) * scale).tolist(),
+        grid=grid,
+        cdf=cdf,
+        cdf_below=cdf_below,
     )
+
+
+def _reference_cdf(usable: npt.NDArray[np.float64], scaled: npt.NDArray[np.float64],
+                   scale: float) -> tuple[list[float], list[float], list[float]]:
+    """Distinct quantile-grid values and the exact reference CDF just below and at each of them."""
+    ordered = np.sort(usable)
+    grid = np.unique(np.quantile(scaled, QUANTILE_PROBS) * scale)
+    # Interpolated quantiles can fall between data points; keep min and max exact.
+    grid[0], grid[-1] = ordered[0], ordered[-1]
+    grid = np.unique(grid)
+    n = ordered.size
+    return (grid.tolist(), (np.searchsorted(ordered, grid, side="right") / n).tolist(),
+            (np.searchsorted(ordered, grid, side="left") / n).tolist())
 
 
 def category_key(value: object) -> str | None:
