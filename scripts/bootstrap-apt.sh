@@ -10,8 +10,9 @@ set -euo pipefail
 PACKAGES=(
   git:git
   make:make
-  # later: prometheus:prometheus prometheus-alertmanager haproxy:haproxy socat:socat
-  #        docker.io:dockerd debootstrap:debootstrap wrk:wrk ...
+  prometheus:promtool      # promtool checks every exporter's /metrics output in the tests
+  openssl:openssl          # test certificates for the exporters' TLS (web-config)
+  # later: prometheus-alertmanager haproxy:haproxy socat:socat docker.io:dockerd debootstrap:debootstrap
 )
 
 # python3 comes from pyenv on the build machines, not from apt: check that it can make a venv.
