@@ -8,7 +8,7 @@
 #   make integration  pytest tests/integration
 #   make sanity       ansible-test sanity on the built collection
 #   make test         everything CI runs (venv, collection, lint, pytest tests/, sanity)
-#   make demo         build the example models and convert them to ONNX
+#   make demo         build the example models, convert them to ONNX, serve one and send it traffic
 #   make demo-down    tear the demo down
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
@@ -139,6 +139,7 @@ demo: venv collection
 	@mkdir -p $(ARTIFACTS)
 	$(foreach m,$(EXAMPLES),$(VENV)/bin/python examples/$(m)/train.py;)
 	$(foreach m,$(EXAMPLES),$(VENV)/bin/modelfleet convert examples/$(m)/model.yml --output $(ARTIFACTS);)
+	$(VENV)/bin/python scripts/demo_serve.py $(ARTIFACTS)/credit-risk/1 examples/credit-risk
 
 demo-down:
 	rm -rf $(ARTIFACTS)
