@@ -47,7 +47,7 @@ PYTEST_ARGS ?=
 export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv bootstrap collection lint ruff mypy yamllint ansible-lint \
+.PHONY: help venv bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
         unit integration pytest sanity collection-build test demo demo-down clean distclean
 
 help:
@@ -78,13 +78,17 @@ collection:
 
 ## --- lint ------------------------------------------------------------------
 
-lint: ruff mypy yamllint ansible-lint
+lint: ruff mypy pep8 yamllint ansible-lint
 
 ruff: venv
 	$(VENV)/bin/ruff check $(LINT_DIRS)
 
 mypy: venv
 	$(VENV)/bin/mypy
+
+# The collection ships src/ and plugins/: ansible-test's pep8 rules apply there (caught here first).
+pep8: venv
+	$(VENV)/bin/pycodestyle --max-line-length 160 --ignore E402,W503,W504,E741 src plugins
 
 yamllint: venv
 	$(VENV)/bin/yamllint -s .

@@ -205,8 +205,8 @@ class Gates(_Strict):
 
 
 class Rollout(_Strict):
-    steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10.0, 50.0, 100.0],
-                                                                min_length=1)
+    steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [10.0, 50.0, 100.0], min_length=1)
     interval: str | float = "60s"
     min_requests: int = Field(default=100, ge=0)
     failure_limit: int = Field(default=1, ge=1)

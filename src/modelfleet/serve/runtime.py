@@ -125,7 +125,7 @@ class ModelRuntime:
         entries = self._provider_entries(ort.get_available_providers())
         if not entries:
             raise NotServableError(f"none of the execution providers {self.options.providers} is available "
-                              f"(this ONNX Runtime has {ort.get_available_providers()})")
+                                   f"(this ONNX Runtime has {ort.get_available_providers()})")
         first = PROVIDER_OF_ORT[entries[0][0]]
         fp16 = artifact.FP16_MODEL_FILE in self.manifest.files and first == "cuda"
         model_path = self.directory / (artifact.FP16_MODEL_FILE if fp16 else artifact.MODEL_FILE)
@@ -144,7 +144,7 @@ class ModelRuntime:
         if actual[0] != entries[0][0]:
             if "cpu" not in self.options.providers:
                 raise NotServableError(f"ONNX Runtime could not initialise {first} (got {actual}); the serving "
-                                  "settings do not allow the CPU")
+                                       "settings do not allow the CPU")
             log.warning("%s/%s: %s failed to initialise, serving from the CPU", self.name, self.version, first)
         provider = PROVIDER_OF_ORT.get(actual[0], actual[0])
         return provider, "fp16" if fp16 else "fp32", session
