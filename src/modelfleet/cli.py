@@ -114,6 +114,55 @@ def _add_serve(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+def _add_drift_exporter(commands: Any) -> None:
+    exporter = commands.add_parser("drift-exporter", help="export drift and quality of every model version on this "
+                                   "host to Prometheus (tails the payload spool)")
+    exporter.add_argument("--spool-dir", required=True, help="the servers' payload spool (<dir>/<model>/<version>/)")
+    exporter.add_argument("--artifacts-dir", required=True, help="artifact root (<dir>/<model>/<version>/)")
+    exporter.add_argument("--state-dir", help="checkpoint directory (default SPOOL_DIR/.drift-exporter)")
+    exporter.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    exporter.add_argument("--port", type=int, default=9108, help="listen port (default 9108)")
+    exporter.add_argument("--bucket", default="10s", help="time bucket of the sliding windows (default 10s)")
+    exporter.add_argument("--windows", help="comma-separated windows, e.g. 5m,1h (default: each spec's drift.windows)")
+    exporter.add_argument("--correction", default="bonferroni", choices=["bonferroni", "fdr", "none"],
+                          help="multiple-testing correction across features (default bonferroni)")
+    exporter.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    exporter.add_argument("--psi-threshold", type=float, default=0.1,
+                          help="drift is detected only where PSI reaches this too (0: tests alone; default 0.1)")
+    exporter.add_argument("--label-ttl", default="1h", help="how long predictions and early labels wait to be joined")
+    exporter.add_argument("--max-pending", type=int, default=100_000, help="predictions (and labels) waiting, at most")
+    exporter.add_argument("--labels-file", help="JSON Lines file of labels to watch")
+    exporter.add_argument("--web-config-file", help="TLS and basic auth, in Prometheus exporter-toolkit format")
+    exporter.add_argument("--checkpoint-interval", default="30s", help="checkpoint period (default 30s)")
+    exporter.add_argument("--discovery-interval", default="5s", help="how often to look for new versions (default 5s)")
+    exporter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    def handler(args: argparse.Namespace) -> int:
+        from modelfleet.drift.command import exporter_main
+
+        return exporter_main(args)
+
+    exporter.set_defaults(handler=handler)
+
+
+def _add_drift(commands: Any) -> None:
+    drift = commands.add_parser("drift", help="drift tools").add_subparsers(dest="drift_command", required=True)
+    report = drift.add_parser("report", help="write a self-contained HTML drift report (reference vs current)")
+    report.add_argument("--artifact", required=True, help="artifact directory (<root>/<model>/<version>)")
+    current = report.add_mutually_exclusive_group(required=True)
+    current.add_argument("--spool-dir", help="spool root (reads <dir>/<model>/<version>/)")
+    current.add_argument("--data", help=".npz with one array per model input")
+    report.add_argument("--output", "-o", required=True, help="the HTML file to write")
+    report.add_argument("--title", help="report title")
+
+    def handler(args: argparse.Namespace) -> int:
+        from modelfleet.drift.command import report_main
+
+        return report_main(args)
+
+    report.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelfleet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"modelfleet {__version__}")
@@ -127,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     convert.set_defaults(handler=_convert)
     _add_serve(commands)
+    _add_drift_exporter(commands)
+    _add_drift(commands)
     return parser
 
 

@@ -22,6 +22,7 @@ from modelfleet.stats.profile import (
     DataProfile,
     NumericProfile,
     category_key,
+    category_keys,
     profile_categorical,
     profile_numeric,
 )
@@ -330,3 +331,15 @@ def test_build_profile_end_to_end() -> None:
     assert isinstance(label, CategoricalProfile)
     assert dict(zip(label.categories, label.fractions, strict=True))["1"] == pytest.approx(np.mean(p1 > 0.5))
     assert DataProfile.model_validate_json(profile.model_dump_json()) == profile
+
+
+@quick
+@given(st.one_of(
+    st.lists(st.integers(-10**12, 10**12), max_size=20).map(lambda v: np.asarray(v, dtype=np.int64)),
+    st.lists(st.floats(allow_infinity=False, width=32), max_size=20).map(lambda v: np.asarray(v, dtype=np.float32)),
+    st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.5, math.nan]), max_size=20).map(np.asarray),
+    st.lists(st.booleans(), max_size=20).map(np.asarray),
+    st.lists(st.sampled_from(["a", "b", None, 3, 2.0]), max_size=20).map(lambda v: np.asarray(v, dtype=object)),
+))
+def test_vectorised_category_keys_equal_the_scalar_ones(values: np.ndarray) -> None:
+    assert category_keys(values) == [category_key(v) for v in values]

@@ -27,6 +27,7 @@ from modelfleet.convert import frontends, optimize, parity, validate
 from modelfleet.errors import ArtifactError, ConversionError
 from modelfleet.spec import Framework, ModelSpec
 from modelfleet.stats.columns import build_profile
+from modelfleet.stats.profile import PROFILE_FORMAT
 from modelfleet.tensors import load_tensor_file
 
 STAGES = ("read", "convert", "check", "optimize", "parity", "fp16", "profile", "publish")
@@ -97,7 +98,8 @@ def _read_inputs(spec: ModelSpec) -> _Inputs:
 
 def build_key(spec: ModelSpec, hashes: dict[str, str]) -> str:
     material = {"spec": spec.build_identity(), "inputs": hashes,
-                "converters": converter_versions(spec.source.framework)}
+                "converters": converter_versions(spec.source.framework),
+                "formats": {"manifest": artifact.MANIFEST_FORMAT, "profile": PROFILE_FORMAT}}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

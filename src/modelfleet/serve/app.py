@@ -103,14 +103,19 @@ class ModelServer:
             self.state, self.reason = "failed", str(exc)
             log.error("model not servable: %s", exc)
             return
+        if self.settings.spool_dir is not None:
+            try:
+                self.spool = SpoolWriter(self.settings.spool_dir, runtime.name, runtime.version,
+                                         sample_rate=self.settings.spool_sample_rate,
+                                         segment_bytes=self.settings.spool_segment_bytes,
+                                         max_bytes=self.settings.spool_max_bytes).start()
+            except (OSError, ValueError) as exc:  # unusable directory or settings: say so, never hang "warming"
+                self.state, self.reason = "failed", f"payload spool {self.settings.spool_dir}: {exc}"
+                log.error("model not servable: %s", self.reason)
+                return
+            self.metrics.watch_spool(self.spool)
         self.runtime = runtime
         self._start_batcher(runtime)
-        if self.settings.spool_dir is not None:
-            self.spool = SpoolWriter(self.settings.spool_dir, runtime.name, runtime.version,
-                                     sample_rate=self.settings.spool_sample_rate,
-                                     segment_bytes=self.settings.spool_segment_bytes,
-                                     max_bytes=self.settings.spool_max_bytes).start()
-            self.metrics.watch_spool(self.spool)
         self.metrics.set_info(runtime.provider, runtime.precision, runtime.manifest.build_key)
         self.state, self.reason = "ready", "ready"
         self.metrics.ready.set(0 if self.draining else 1)
@@ -318,6 +323,11 @@ class ModelServer:
         self.incoming += 1
         try:
             try:
+                if any(key == b"inference-header-content-length" for key, _ in headers):
+                    # tritonclient's default: JSON followed by raw tensor bytes, unreadable as JSON.
+                    raise ProtocolError(400, "the binary tensor extension (Inference-Header-Content-Length) is "
+                                             "not supported: send tensors as JSON \"data\" "
+                                             "(tritonclient: binary_data=False)")
                 body = await self._read_body(receive, headers)
                 request = parse_infer_request(body, runtime.inputs, runtime.outputs,
                                               batcher.max_batch if runtime.batchable else None)
@@ -331,6 +341,13 @@ class ModelServer:
                                          "retry later", [(b"retry-after", b"1")]) from None
             try:
                 outputs = await future
+            except asyncio.CancelledError:
+                # The drain timeout (or a forced exit) cut this request short: answer it rather than
+                # leave uvicorn's bare 500; the task ends here, as its cancellation asked.
+                metrics.failure["shutting_down"].inc()
+                await _send(send, 503, error_body("the server shut down before the model answered"),
+                            [(b"retry-after", b"1")])
+                return
             except Exception as exc:  # ORT errors on this request's data
                 metrics.failure["inference"].inc()
                 log.warning("inference failed: %s", exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Generator
@@ -29,6 +30,7 @@ class DrainingServer(uvicorn.Server):
         self.shutdown_delay = shutdown_delay
         self.drain_timeout = drain_timeout
         self._drain_started: float | None = None
+        self.drain_timed_out = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_started is None:
@@ -42,12 +44,18 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         should_exit = await super().on_tick(counter)
-        if self._drain_started is None:
+        if self._drain_started is None or self.force_exit:
             return should_exit
         elapsed = time.monotonic() - self._drain_started
         if elapsed < self.shutdown_delay:
             return False
-        return self.app.in_flight == 0 or elapsed >= self.shutdown_delay + self.drain_timeout
+        if self.app.in_flight == 0:
+            return True
+        if elapsed >= self.shutdown_delay + self.drain_timeout:
+            log.warning("drain timeout: %d request(s) still in flight are cut short", self.app.in_flight)
+            self.drain_timed_out = True
+            return True
+        return False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -67,4 +75,10 @@ def run(settings: ServerSettings, host: str, port: int, *, shutdown_delay: float
                             server_header=False, date_header=False)
     server = DrainingServer(config, app, shutdown_delay, drain_timeout)
     server.run()
-    return 0 if not server.force_exit else 1
+    code = 1 if server.force_exit else 0
+    if server.force_exit or server.drain_timed_out:
+        # A request cut short may leave a model call running on the inference thread; the interpreter
+        # would wait for it at exit (worker threads are joined), unbounded by the drain timeout.
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -84,7 +84,7 @@ def openapi_document(model: str) -> dict[str, Any]:
                 "name": {"type": "string"}, "parameters": {"type": "object"}}},
             "InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
                 "id": {"type": "string"}, "parameters": {"type": "object"},
-                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestInput"}},
+                "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/RequestInput"}},
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestOutput"}}}},
             "ResponseOutput": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
                 "name": {"type": "string"}, "datatype": {"type": "string"},

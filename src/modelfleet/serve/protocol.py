@@ -66,17 +66,24 @@ def _as_array(tensor: dict[str, Any], info: TensorInfo, where: str) -> npt.NDArr
         elif info.dtype.kind in "iu":
             array = np.asarray(data)
             if array.size and array.dtype.kind not in "iu":
-                raise ValueError(f"{info.datatype.value} data must be integers")
-            array = array.astype(info.dtype, casting="unsafe" if array.size else "same_kind")
-            if array.size and not np.array_equal(array, np.asarray(data)):
+                # numpy reads [2**64 - 1, 0] as float64: judge the values themselves.
+                array = np.asarray(data, dtype=object)
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in array.flat):
+                    raise ValueError(f"{info.datatype.value} data must be integers")
+            cast = array.astype(info.dtype, casting="unsafe" if array.size else "same_kind")
+            if array.size and not np.array_equal(cast, array):
                 raise ValueError(f"a value is outside the range of {info.datatype.value}")
+            array = cast
         else:
             array = np.asarray(data, dtype=info.dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ProtocolError(400, f"{where}: data cannot be read as {info.datatype.value}: {exc}") from None
     if array.size != expected:
         raise ProtocolError(400, f"{where}: shape {shape} needs {expected} element(s), data has {array.size}")
-    return array.reshape(shape)
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:  # e.g. [0, 2**62] with no data: numpy refuses dimensions that large
+        raise ProtocolError(400, f"{where}: shape {shape} is not usable: {exc}") from None
 
 
 def parse_infer_request(body: bytes, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],

@@ -37,8 +37,7 @@ def _as_2d(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
 def feature_columns(spec: ModelSpec, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Column]:
     """Each feature's values from a batch of input tensors (rows along the first axis)."""
     columns: dict[str, Column] = {}
-    for index, feature in enumerate(spec.features):
-        tensor, column = spec.feature_location(index)
+    for feature, (tensor, column) in zip(spec.features, spec.feature_locations, strict=True):
         if tensor.name not in inputs:
             raise KeyError(f"feature {feature.name!r} reads input {tensor.name!r}, which is absent")
         matrix = _as_2d(np.asarray(inputs[tensor.name]))

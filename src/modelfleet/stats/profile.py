@@ -20,7 +20,7 @@ from modelfleet.stats.binning import QUANTILE_PROBS, bin_counts, finite, fractio
 
 OTHER_CATEGORY = "__other__"
 MAX_CATEGORIES = 100
-PROFILE_FORMAT = 1
+PROFILE_FORMAT: Literal[2] = 2
 _HUGE = 1e150
 
 
@@ -58,7 +58,7 @@ ColumnProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminat
 class DataProfile(_Frozen):
     """Profiles of every feature and every prediction column of one model version."""
 
-    format: int = PROFILE_FORMAT
+    format: Literal[2] = PROFILE_FORMAT
     rows: int = Field(ge=0)
     bins: int = Field(ge=2)
     features: dict[str, ColumnProfile]
@@ -133,6 +133,19 @@ def category_key(value: object) -> str | None:
     if isinstance(value, np.generic):
         return str(value.item())
     return str(value)
+
+
+def category_keys(values: npt.ArrayLike) -> list[str | None]:
+    """:func:`category_key` of every value, vectorised for integer and integral-float arrays."""
+    array = np.asarray(values).ravel()
+    if array.dtype.kind == "b":
+        return list(array.astype(str).tolist())
+    if array.dtype.kind in "iu":
+        return list(array.astype(np.int64).astype(str).tolist())
+    if (array.dtype.kind == "f" and np.isfinite(array).all() and (np.abs(array) < 2**53).all()
+            and (array == np.round(array)).all()):
+        return list(array.astype(np.int64).astype(str).tolist())
+    return [category_key(v) for v in array]
 
 
 def profile_categorical(values: npt.ArrayLike, max_categories: int = MAX_CATEGORIES) -> CategoricalProfile:

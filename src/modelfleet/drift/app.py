@@ -1,0 +1,163 @@
+"""The drift exporter's HTTP side: a plain ASGI app and the uvicorn server that runs it.
+
+``GET /metrics`` (Prometheus text format), ``GET /healthz`` (200 while the reading loop runs),
+``POST /v1/feedback`` (one label or ``{"labels": [...]}``; 400 ``{"error": ...}`` when invalid,
+413 beyond ``max_body_bytes``), ``GET /`` (a landing page). With basic-auth users in the web
+config every endpoint needs credentials (401 with ``WWW-Authenticate``), as in exporter-toolkit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelfleet import __version__
+from modelfleet.drift.exporter import Exporter
+from modelfleet.drift.labels import LabelError, parse_feedback
+from modelfleet.drift.metrics import DetectionRule, DriftCollector
+from modelfleet.drift.webconfig import BasicAuth, WebConfig, load_web_config
+
+log = logging.getLogger(__name__)
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+MAX_BATCH_LABELS = 10_000
+_LANDING = (b"<!doctype html><html><head><title>modelfleet drift exporter</title></head><body>"
+            b"<h1>modelfleet drift exporter</h1><p><a href=\"/metrics\">Metrics</a> &middot; "
+            b"<a href=\"/healthz\">Health</a></p></body></html>")
+
+
+class _Reply(Exception):  # noqa: N818 - control flow
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status, self.message, self.headers = status, message, headers or []
+
+
+class ExporterApp:
+    """ASGI application around an :class:`Exporter` (started and stopped by the lifespan)."""
+
+    def __init__(self, exporter: Exporter, rule: DetectionRule, web: WebConfig | None = None,
+                 web_config_path: Path | None = None, max_body_bytes: int = 4 << 20) -> None:
+        self.exporter = exporter
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(DriftCollector(exporter, rule))
+        web = web or WebConfig()
+        self.auth = BasicAuth(web_config_path, web)
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in web.headers.items()]
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self._route(scope, receive, send)
+        except _Reply as reply:
+            await self._send(send, reply.status, orjson.dumps({"error": reply.message}), headers=reply.headers)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await asyncio.to_thread(self.exporter.start)
+                except Exception as exc:
+                    log.exception("drift exporter failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(self.exporter.stop)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                                *self.headers, *(headers or [])]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.auth.enabled or self.auth.path is not None:
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            if not await asyncio.to_thread(self.auth.check, header):
+                raise _Reply(401, "unauthorized", [(b"www-authenticate", b'Basic realm="modelfleet"')])
+        path, method = scope["path"], scope["method"]
+        if path == "/metrics":
+            _allow(method, "GET")
+            body = await asyncio.to_thread(generate_latest, self.registry)
+            await self._send(send, 200, body, CONTENT_TYPE_LATEST.encode())
+        elif path == "/healthz":
+            _allow(method, "GET")
+            healthy = self.exporter.healthy
+            with self.exporter.lock:
+                health = {"status": "ok" if healthy else "stopped", "version": __version__,
+                          "watching": sorted("/".join(k) for k in self.exporter.pipelines),
+                          "not_watched": {"/".join(k): reason for k, (reason, _) in self.exporter.failed.items()}}
+            await self._send(send, 200 if healthy else 503, orjson.dumps(health))
+        elif path == "/v1/feedback":
+            _allow(method, "POST")
+            labels = parse_or_400(await self._body(scope, receive))
+            outcomes = await asyncio.to_thread(self.exporter.submit_labels, labels)
+            await self._send(send, 200, orjson.dumps({"received": len(labels), "outcomes": dict(outcomes)}))
+        elif path == "/":
+            _allow(method, "GET")
+            await self._send(send, 200, _LANDING, b"text/html; charset=utf-8")
+        else:
+            raise _Reply(404, f"no route for {path}")
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _Reply(413, f"body of {int(value)} bytes exceeds the limit of {limit} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Reply(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _Reply(413, f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def parse_or_400(body: bytes) -> list[Any]:
+    try:
+        return parse_feedback(body, MAX_BATCH_LABELS)
+    except LabelError as exc:
+        raise _Reply(400, str(exc)) from None
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise _Reply(405, f"method {method} not allowed here; use {allowed}", [(b"allow", allowed.encode())])
+
+
+def run(exporter: Exporter, rule: DetectionRule, host: str, port: int, web_config_path: Path | None = None,
+        log_level: str = "info") -> int:
+    """Serve until SIGTERM/SIGINT; the exporter checkpoints on the way out."""
+    web = load_web_config(web_config_path) if web_config_path is not None else WebConfig()
+    app = ExporterApp(exporter, rule, web, web_config_path)
+    tls = web.tls.uvicorn_options() if web.tls is not None else {}
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, log_level=log_level,
+                            server_header=False, timeout_graceful_shutdown=10, **tls)
+    config.load()
+    if web.tls is not None and config.ssl is not None:
+        web.tls.apply_versions(config.ssl)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if exporter.last_checkpoint is not None else 1
