@@ -103,7 +103,7 @@ class ExporterApp:
             with self.exporter.lock:
                 health = {"status": "ok" if healthy else "stopped", "version": __version__,
                           "watching": sorted("/".join(k) for k in self.exporter.pipelines),
-                          "not_watched": {"/".join(k): reason for k, (reason, _) in self.exporter.failed.items()}}
+                          "not_watched": {"/".join(k): reason for k, (reason, _since) in self.exporter.failed.items()}}
             await self._send(send, 200 if healthy else 503, orjson.dumps(health))
         elif path == "/v1/feedback":
             _allow(method, "POST")

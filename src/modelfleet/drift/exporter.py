@@ -233,7 +233,7 @@ class Exporter:
             return
         meta, arrays = loaded
         for name, state in meta.get("versions", {}).items():
-            model, _, version = name.partition("/")
+            model, _slash, version = name.partition("/")
             self._restored[(model, version)] = (state, version_arrays(arrays, model, version))
         self.joiner.load_state(meta.get("joiner") or {})
         labels_state = meta.get("labels_file")

@@ -215,8 +215,8 @@ class VersionPipeline:
         if not pairs:
             return
         kind = object if self.info.spec.task.type == "classification" else np.float64
-        self.quality.add(now, np.asarray([p for p, _ in pairs], dtype=kind),
-                         np.asarray([a for _, a in pairs], dtype=kind))
+        self.quality.add(now, np.asarray([p for p, _actual in pairs], dtype=kind),
+                         np.asarray([a for _predicted, a in pairs], dtype=kind))
 
     # --- checkpoint ------------------------------------------------------------------------------
 

@@ -128,10 +128,10 @@ def _svg(labels: list[str], reference: list[float], current: list[float]) -> str
     scale = (height - top - bottom) / peak
     for i, (label, ref, cur) in enumerate(zip(labels, reference, current, strict=True)):
         x = 40 + i * slot
-        bar = slot * 0.38
+        bar_width = slot * 0.38
         for offset, value, colour in ((0.1, ref, _REFERENCE), (0.5, cur, _CURRENT)):
             h = value * scale
-            parts.append(f'<rect x="{x + offset * slot:.1f}" y="{height - bottom - h:.1f}" width="{bar:.1f}" '
+            parts.append(f'<rect x="{x + offset * slot:.1f}" y="{height - bottom - h:.1f}" width="{bar_width:.1f}" '
                          f'height="{h:.1f}" fill="{colour}"><title>{html.escape(label)}: {value:.2%}</title></rect>')
         parts.append(f'<text transform="translate({x + slot / 2:.1f},{height - bottom + 8}) rotate(40)">'
                      f'{html.escape(label[:18])}</text>')
@@ -141,11 +141,11 @@ def _svg(labels: list[str], reference: list[float], current: list[float]) -> str
 
 def _section(title: str, profiles: Mapping[str, ColumnProfile], columns: Columns,
              results: dict[str, ColumnDrift], drifted: dict[str, bool]) -> str:
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _STATS)
+    head = "".join(f"<th>{html.escape(label)}</th>" for _key, label in _STATS)
     rows = []
     for name, result in results.items():
         cells = "".join(f"<td>{'' if getattr(result, s) is None else f'{getattr(result, s):.4g}'}</td>"
-                        for s, _ in _STATS)
+                        for s, _label in _STATS)
         flag = drifted.get(name, False)
         rows.append(f'<tr class="{"drift" if flag else ""}"><td>{html.escape(name)}</td><td>{result.kind}</td>'
                     f"<td>{result.rows}</td>{cells}<td>{'yes' if flag else 'no'}</td></tr>")

@@ -209,7 +209,7 @@ class BasicAuth:
         if header is None or header[:6].lower() != b"basic ":
             return False
         try:
-            user_b, _, password = base64.b64decode(header[6:].strip(), validate=True).partition(b":")
+            user_b, _colon, password = base64.b64decode(header[6:].strip(), validate=True).partition(b":")
             user = user_b.decode()
         except (binascii.Error, UnicodeDecodeError):
             return False

@@ -323,7 +323,7 @@ class ModelServer:
         self.incoming += 1
         try:
             try:
-                if any(key == b"inference-header-content-length" for key, _ in headers):
+                if any(key == b"inference-header-content-length" for key, _value in headers):
                     # tritonclient's default: JSON followed by raw tensor bytes, unreadable as JSON.
                     raise ProtocolError(400, "the binary tensor extension (Inference-Header-Content-Length) is "
                                              "not supported: send tensors as JSON \"data\" "
