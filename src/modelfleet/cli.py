@@ -127,8 +127,8 @@ def _add_drift_exporter(commands: Any) -> None:
     exporter.add_argument("--correction", default="bonferroni", choices=["bonferroni", "fdr", "none"],
                           help="multiple-testing correction across features (default bonferroni)")
     exporter.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    exporter.add_argument("--psi-threshold", type=float, default=0.1,
-                          help="drift is detected only where PSI reaches this too (0: tests alone; default 0.1)")
+    exporter.add_argument("--psi-threshold", type=float, default=0.0,
+                          help="drift is detected only where PSI reaches this too (default 0: the tests alone)")
     exporter.add_argument("--label-ttl", default="1h", help="how long predictions and early labels wait to be joined")
     exporter.add_argument("--max-pending", type=int, default=100_000, help="predictions (and labels) waiting, at most")
     exporter.add_argument("--labels-file", help="JSON Lines file of labels to watch")

@@ -47,7 +47,7 @@ class DetectionRule:
 
     correction: Correction = "bonferroni"
     alpha: float = 0.05
-    psi_threshold: float = 0.1
+    psi_threshold: float = 0.0
 
     def detect(self, results: dict[str, ColumnDrift]) -> dict[str, bool]:
         rejected = detections({name: r.pvalue for name, r in results.items()}, self.correction, self.alpha)
