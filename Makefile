@@ -10,6 +10,7 @@
 #   make test         everything CI runs (venv, collection, lint, pytest tests/, sanity)
 #   make demo         build the example models, convert them to ONNX, serve one and send it traffic
 #   make demo-down    tear the demo down
+#   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -48,10 +49,11 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down clean distclean
+        unit integration pytest sanity collection-build test demo demo-down bench-serving bench-drift \
+        clean distclean
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
 
@@ -147,6 +149,14 @@ demo: venv collection
 
 demo-down:
 	rm -rf $(ARTIFACTS)
+
+## --- benchmarks (not part of `make test`: too noisy for CI; results go to .cache/bench/) --------
+
+bench-serving: venv
+	bench/serving/run.sh --modelfleet-python $(VENV_ABS)/bin/python
+
+bench-drift: venv
+	$(VENV)/bin/python bench/drift/run.py
 
 ## --- housekeeping ----------------------------------------------------------
 

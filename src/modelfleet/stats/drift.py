@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+from scipy import special
 
 from modelfleet.stats.profile import CategoricalProfile, NumericProfile
 
@@ -82,8 +82,7 @@ def ks_error_bound(profile: NumericProfile) -> float:
 
 def ks_pvalue(statistic: float, n: int, m: int) -> float:
     """Asymptotic two-sided two-sample KS p-value, as scipy's ``ks_2samp(method="asymp")``."""
-    effective = round(n * m / (n + m))
-    return float(np.clip(stats.kstwo.sf(statistic, effective), 0.0, 1.0))
+    return float(ks_pvalues([statistic], [n], [m])[0])
 
 
 @dataclass(frozen=True)
@@ -152,6 +151,8 @@ def ks_pvalues(statistics: npt.ArrayLike, n: npt.ArrayLike, m: npt.ArrayLike) ->
     result = np.asarray(special.kolmogorov((root + 0.12 + 0.11 / root) * d), dtype=np.float64)
     small = effective < _STEPHENS_MIN_N
     if small.any():
+        from scipy import stats  # ~40 MiB and 0.6 s of imports, needed only for small windows
+
         result[small] = stats.kstwo.sf(d[small], effective[small])
     return np.asarray(np.clip(result, 0.0, 1.0))
 
