@@ -153,7 +153,7 @@ demo-down:
 ## --- benchmarks (not part of `make test`: too noisy for CI; results go to .cache/bench/) --------
 
 bench-serving: venv
-	bench/serving/run.sh --modelfleet-python $(VENV_ABS)/bin/python
+	bench/serving/run.sh --modelfleet-python $(VENV_ABS)/bin/python --artifacts $(ROOT)/$(ARTIFACTS)
 
 bench-drift: venv
 	$(VENV)/bin/python bench/drift/run.py
