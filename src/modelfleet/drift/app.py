@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelfleet import __version__
+from modelfleet.asgi import BodyError, read_body
 from modelfleet.drift.exporter import Exporter
 from modelfleet.drift.labels import LabelError, parse_feedback
 from modelfleet.drift.metrics import DetectionRule, DriftCollector
@@ -30,6 +31,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MAX_BATCH_LABELS = 10_000
+BODY_TIMEOUT = 30.0  # seconds for a feedback body to arrive (slow clients get 408)
 _LANDING = (b"<!doctype html><html><head><title>modelfleet drift exporter</title></head><body>"
             b"<h1>modelfleet drift exporter</h1><p><a href=\"/metrics\">Metrics</a> &middot; "
             b"<a href=\"/healthz\">Health</a></p></body></html>")
@@ -117,22 +119,10 @@ class ExporterApp:
             raise _Reply(404, f"no route for {path}")
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise _Reply(413, f"body of {int(value)} bytes exceeds the limit of {limit} bytes")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Reply(400, "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _Reply(413, f"body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            return await read_body(receive, scope["headers"], self.max_body_bytes, BODY_TIMEOUT)
+        except BodyError as exc:
+            raise _Reply(400 if exc.status == 499 else exc.status, exc.message) from None
 
 
 def parse_or_400(body: bytes) -> list[Any]:

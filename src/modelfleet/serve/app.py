@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelfleet import __version__
+from modelfleet.asgi import BodyError, read_body
 from modelfleet.serve.batching import Batcher, BatchObserver, QueueFullError
 from modelfleet.serve.metrics import ServerMetrics
 from modelfleet.serve.openapi import openapi_document
@@ -286,29 +287,11 @@ class ModelServer:
 
     # --- inference -----------------------------------------------------------------------------
 
-    async def _read_body(self, receive: Receive, scope_headers: list[tuple[bytes, bytes]]) -> bytes:
-        limit = self.settings.max_request_bytes
-        for key, value in scope_headers:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise ProtocolError(413, f"request body of {int(value)} bytes exceeds the limit of {limit} bytes")
-        chunks = []
-        size = 0
+    async def _read_body(self, receive: Receive, headers: list[tuple[bytes, bytes]]) -> bytes:
         try:
-            async with asyncio.timeout(self.settings.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ProtocolError(499, "client disconnected")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            raise ProtocolError(408, f"request body not received within {self.settings.body_timeout:g} s") from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return await read_body(receive, headers, self.settings.max_request_bytes, self.settings.body_timeout)
+        except BodyError as exc:
+            raise ProtocolError(exc.status, exc.message) from None
 
     async def _infer(self, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
