@@ -8,9 +8,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
+from drift_daemon import Daemon, build_artifacts, train_module
 from serve_models import build_slow, build_typed
 from serverkit import Server, StartServer
 
@@ -96,3 +98,23 @@ def credit_rows(credit_risk_artifact: Path) -> np.ndarray:
     """Real reference rows of the credit-risk model (float32, shape [n, 8])."""
     reference = credit_risk_artifact.parents[2] / "examples" / "credit-risk" / "data" / "reference.npz"
     return np.load(reference)["x"][:200].astype(np.float32)
+
+
+# --- drift exporter (artifacts of the trained examples, the examples' data generator, daemons) ---
+
+@pytest.fixture(scope="module")
+def artifacts(trained_examples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_artifacts(trained_examples, tmp_path_factory.mktemp("drift-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def train(trained_examples: Path) -> ModuleType:
+    return train_module(trained_examples)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.close()

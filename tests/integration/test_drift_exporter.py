@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import orjson
 import pytest
-from drift_daemon import MODEL, Daemon, build_artifacts, rows_in, spool_traffic, train_module, value, wait_for
+from drift_daemon import MODEL, Daemon, rows_in, spool_traffic, value, wait_for
 
 from modelfleet.spool.record import Tensor, encode, segment_name, segment_sequence
 
@@ -23,24 +22,6 @@ pytestmark = pytest.mark.integration
 FEATURES = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "utilization", "region", "employment"]
 SHIFTED = {"income", "utilization"}
 PROMTOOL = Path("/usr/bin/promtool")
-
-
-@pytest.fixture(scope="module")
-def artifacts(trained_examples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_artifacts(trained_examples, tmp_path_factory.mktemp("drift-artifacts"))
-
-
-@pytest.fixture(scope="module")
-def train(trained_examples: Path) -> ModuleType:
-    return train_module(trained_examples)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
 
 
 def _start(daemons: list[Daemon], spool: Path, artifacts: Path, state: Path, *extra: str) -> Daemon:

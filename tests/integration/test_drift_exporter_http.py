@@ -8,7 +8,6 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -16,28 +15,10 @@ import bcrypt
 import numpy as np
 import orjson
 import pytest
-from drift_daemon import MODEL, Daemon, build_artifacts, rows_in, spool_traffic, train_module, value, wait_for
+from drift_daemon import MODEL, Daemon, rows_in, spool_traffic, value, wait_for
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def artifacts(trained_examples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_artifacts(trained_examples, tmp_path_factory.mktemp("drift-artifacts"))
-
-
-@pytest.fixture(scope="module")
-def train(trained_examples: Path) -> ModuleType:
-    return train_module(trained_examples)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
 
 
 def _post(daemon: Daemon, body: object) -> tuple[int, dict[str, object]]:
