@@ -38,6 +38,9 @@ SANITY_ROOT := $(SANITY_DIR)/ansible_collections/$(NAMESPACE)/$(NAME)
 SANITY_PYTHON ?= 3.11
 SANITY_ARGS ?=
 ARTIFACTS := $(CACHE)/artifacts
+# Wheels of modelfleet and its dependencies for the fleet's hosts (the air-gapped install path).
+WHEELHOUSE := $(CACHE)/wheelhouse
+RUNTIME_SOURCES := pyproject.toml $(shell git ls-files src 2>/dev/null)
 EXAMPLES := credit-risk mlp
 
 # Only the directories that exist (ruff fails on missing paths).
@@ -48,7 +51,7 @@ PYTEST_ARGS ?=
 export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
+.PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
         unit integration pytest sanity collection-build test demo demo-down bench-serving bench-drift \
         clean distclean
 
@@ -56,6 +59,18 @@ help:
 	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
+
+wheelhouse: $(CACHE)/wheelhouse.stamp
+
+# SOURCE_DATE_EPOCH makes the modelfleet wheel byte-for-byte reproducible, so hosts reinstall it only
+# when the code changed.
+$(CACHE)/wheelhouse.stamp: $(STAMP) $(RUNTIME_SOURCES)
+	rm -rf $(WHEELHOUSE).tmp
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+	  $(VENV)/bin/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE).tmp .
+	rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE)
+	tar --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner -C $(WHEELHOUSE) -cf $(WHEELHOUSE).tar .
+	@touch $@
 
 bootstrap:
 	scripts/bootstrap-apt.sh

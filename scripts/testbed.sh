@@ -6,6 +6,7 @@
 #   scripts/testbed.sh down      stop the engine (containers stop with it)
 #   scripts/testbed.sh env       print `export DOCKER_HOST=...` for the engine
 #   scripts/testbed.sh image     (re)build the image if missing or if this recipe changed
+#   scripts/testbed.sh network   create the fleet network (fixed subnet, outbound NAT for apt)
 #
 # State lives in $TESTBED_DIR (default: .cache/testbed in the checkout). The image tarball is cached
 # there, keyed by the recipe below, so later runs import it in seconds instead of debootstrapping.
@@ -19,6 +20,8 @@ IMAGE="${TESTBED_IMAGE:-local/debian12-systemd:latest}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,sudo,iproute2,procps,ca-certificates,curl"
 RECIPE="bookworm minbase $PACKAGES v1"
+FLEET_NETWORK="${FLEET_NETWORK:-modelfleet}"
+FLEET_SUBNET="${FLEET_SUBNET:-172.30.0.0/24}"
 export DOCKER_HOST="unix://$SOCKET"
 
 log() { echo "testbed: $*" >&2; }
@@ -59,6 +62,31 @@ engine_down() {
   log "engine down"
 }
 
+# The engine runs with --iptables=false, so nothing masquerades container traffic. Hosts on the fleet
+# network reach each other by name; for Debian's archive (apt in the roles) one MASQUERADE rule gives them
+# outbound access. Python packages never need it: they come from the controller's wheelhouse.
+nat_rule() { echo "POSTROUTING -s $FLEET_SUBNET ! -d $FLEET_SUBNET -j MASQUERADE"; }
+
+network_up() {
+  if ! docker network inspect "$FLEET_NETWORK" >/dev/null 2>&1; then
+    docker network create --driver bridge --subnet "$FLEET_SUBNET" \
+      --opt com.docker.network.bridge.name=mf-fleet "$FLEET_NETWORK" >/dev/null
+    log "network $FLEET_NETWORK ($FLEET_SUBNET)"
+  fi
+  if command -v iptables >/dev/null; then
+    # shellcheck disable=SC2046
+    iptables -t nat -C $(nat_rule) 2>/dev/null || iptables -t nat -A $(nat_rule)
+    [[ "$(cat /proc/sys/net/ipv4/ip_forward)" == 1 ]] || sysctl -qw net.ipv4.ip_forward=1
+  fi
+}
+
+network_down() {
+  if command -v iptables >/dev/null; then
+    # shellcheck disable=SC2046
+    while iptables -t nat -C $(nat_rule) 2>/dev/null; do iptables -t nat -D $(nat_rule); done
+  fi
+}
+
 image_build() {
   local key tarball
   key="$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)"
@@ -86,9 +114,10 @@ image_build() {
 }
 
 case "${1:-}" in
-  up) mkdir -p "$TESTBED_DIR"; engine_up; image_build ;;
-  down) engine_down ;;
+  up) mkdir -p "$TESTBED_DIR"; engine_up; image_build; network_up ;;
+  down) network_down; engine_down ;;
+  network) engine_up; network_up ;;
   env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
   image) mkdir -p "$TESTBED_DIR"; engine_up; image_build ;;
-  *) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 2 ;;
+  *) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac

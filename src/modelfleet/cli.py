@@ -145,6 +145,25 @@ def _add_drift_exporter(commands: Any) -> None:
     exporter.set_defaults(handler=handler)
 
 
+def _add_verify(commands: Any) -> None:
+    verify = commands.add_parser("verify", help="check an artifact's files against its manifest's sha256 sums")
+    verify.add_argument("artifact_dir", help="artifact directory (<root>/<name>/<version>)")
+    verify.add_argument("--json", action="store_true", help="print name, version, build key and files as JSON")
+
+    def handler(args: argparse.Namespace) -> int:
+        from modelfleet.artifact import verify_artifact
+
+        manifest = verify_artifact(Path(args.artifact_dir))
+        if args.json:
+            print(json.dumps({"name": manifest.name, "version": manifest.version, "build_key": manifest.build_key,
+                              "files": manifest.files}, indent=2))
+        else:
+            print(f"{manifest.name} v{manifest.version}: {len(manifest.files)} files match the manifest")
+        return 0
+
+    verify.set_defaults(handler=handler)
+
+
 def _add_drift(commands: Any) -> None:
     drift = commands.add_parser("drift", help="drift tools").add_subparsers(dest="drift_command", required=True)
     report = drift.add_parser("report", help="write a self-contained HTML drift report (reference vs current)")
@@ -178,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_drift_exporter(commands)
     _add_drift(commands)
+    _add_verify(commands)
     return parser
 
 
