@@ -331,10 +331,10 @@ class ModelServer:
                 await _send(send, 503, error_body("the server shut down before the model answered"),
                             [(b"retry-after", b"1")])
                 return
-            except Exception as exc:  # ORT errors on this request's data
+            except Exception as exc:  # ORT failed on a request that passed validation: the model's fault
                 metrics.failure["inference"].inc()
                 log.warning("inference failed: %s", exc)
-                raise ProtocolError(400, f"inference failed: {str(exc).strip()[:500]}") from None
+                raise ProtocolError(500, f"inference failed: {str(exc).strip()[:500]}") from None
             request_id = request.id
             if request_id is None:
                 self._id_counter += 1
