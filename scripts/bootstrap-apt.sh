@@ -12,7 +12,15 @@ PACKAGES=(
   make:make
   prometheus:promtool      # promtool checks every exporter's /metrics output in the tests
   openssl:openssl          # test certificates for the exporters' TLS (web-config)
-  # later: prometheus-alertmanager haproxy:haproxy socat:socat docker.io:dockerd debootstrap:debootstrap
+  prometheus-alertmanager  # real Alertmanager (+ amtool) in the monitoring tests
+  prometheus-node-exporter # real node exporter output for the dashboard checks
+  haproxy                  # the router: config checks and the real runtime API in tests
+  socat:socat
+  docker.io:dockerd        # private engine for the local systemd hosts (scripts/testbed.sh)
+  debootstrap:debootstrap  # builds the hosts' Debian 12 image
+  iptables:iptables        # outbound NAT for the hosts' apt (scripts/testbed.sh)
+  dpkg-dev                 # a local signed apt mirror for the grafana role's scenario
+  gnupg:gpg
 )
 
 # python3 comes from pyenv on the build machines, not from apt: check that it can make a venv.
