@@ -8,8 +8,10 @@
 #   make integration  pytest tests/integration
 #   make sanity       ansible-test sanity on the built collection
 #   make test         everything CI runs (venv, collection, lint, pytest tests/, sanity)
-#   make demo         build the example models, convert them to ONNX, serve one and send it traffic
-#   make demo-down    tear the demo down
+#   make demo         a local fleet (2 serving + 1 monitoring systemd hosts), credit-risk v1, then a canary
+#                     rollout of v2 under live traffic with the real playbooks; the fleet stays up
+#   make demo-down    remove the demo fleet
+#   make molecule     the Molecule scenarios (fleet end to end, monitoring) on local systemd hosts
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
@@ -40,6 +42,7 @@ SANITY_ARGS ?=
 ARTIFACTS := $(CACHE)/artifacts
 # Wheels of modelfleet and its dependencies for the fleet's hosts (the air-gapped install path).
 WHEELHOUSE := $(CACHE)/wheelhouse
+TESTBED_ENV := DOCKER_HOST=unix://$(ROOT)/$(CACHE)/testbed/docker/docker.sock
 RUNTIME_SOURCES := pyproject.toml $(shell git ls-files src 2>/dev/null)
 EXAMPLES := credit-risk mlp
 
@@ -52,7 +55,7 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down bench-serving bench-drift \
+        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift \
         clean distclean
 
 help:
@@ -152,18 +155,29 @@ sanity: collection-build
 	cd $(SANITY_ROOT) && ANSIBLE_TEST_CONTENT_ROOT="$$PWD" \
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
-test: venv collection lint pytest sanity
+test: bootstrap venv collection lint pytest sanity molecule
 
 ## --- demo ------------------------------------------------------------------
 
-demo: venv collection
-	@mkdir -p $(ARTIFACTS)
-	$(foreach m,$(EXAMPLES),$(VENV)/bin/python examples/$(m)/train.py;)
-	$(foreach m,$(EXAMPLES),$(VENV)/bin/modelfleet convert examples/$(m)/model.yml --output $(ARTIFACTS);)
-	$(VENV)/bin/python scripts/demo_serve.py $(ARTIFACTS)/credit-risk/1 examples/credit-risk
+examples: venv
+	$(foreach m,$(EXAMPLES),test -f examples/$(m)/data/reference.npz || $(VENV)/bin/python examples/$(m)/train.py;)
+
+# The hosts: a private Docker engine, the Debian 12 systemd image, the fleet network (scripts/testbed.sh).
+testbed: bootstrap
+	scripts/testbed.sh up
+
+demo: bootstrap venv collection examples wheelhouse testbed
+	scripts/fleet.sh up inventories/local/hosts.yml
+	$(TESTBED_ENV) $(VENV)/bin/python scripts/demo_fleet.py --inventory inventories/local/hosts.yml
 
 demo-down:
-	rm -rf $(ARTIFACTS)
+	scripts/fleet.sh down inventories/local/hosts.yml
+	rm -rf $(CACHE)/rollouts $(CACHE)/demo
+
+# Molecule drives the scenarios' hosts through the same harness (molecule/shared/create.yml -> fleet.sh).
+MOLECULE_SCENARIOS ?= fleet
+molecule: bootstrap venv collection examples wheelhouse testbed
+	$(foreach s,$(MOLECULE_SCENARIOS),$(TESTBED_ENV) $(VENV)/bin/molecule test -s $(s) &&) true
 
 ## --- benchmarks (not part of `make test`: too noisy for CI; results go to .cache/bench/) --------
 

@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_drift_exporter(commands)
     _add_drift(commands)
     _add_verify(commands)
+    from modelfleet.alerting.command import add_parser as add_retrain_hook
+
+    add_retrain_hook(commands)
     return parser
 
 

@@ -1,0 +1,271 @@
+"""The fleet end to end, under continuous client load through both routers.
+
+Converge deployed credit-risk v1 on both serving hosts (and the monitoring host). These tests then roll
+out canaries with the real deploy_model.yml: a good one is promoted; an erroring, a slow and a drifting
+one, and one whose process is killed mid-rollout, are each rolled back by the gate made for them;
+rollback_model.yml returns to the previous version. Every client request is counted; the goal is zero
+failures. The tests run in file order (each builds on the fleet the previous one left).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+SCENARIO = Path(__file__).resolve().parents[1]
+INVENTORY = SCENARIO / "inventory" / "hosts.yml"
+ROUTERS = ["http://172.30.0.21:8000", "http://172.30.0.22:8000"]
+SERVING_HOSTS = ["mft-serving-1", "mft-serving-2"]
+MODEL = "credit-risk"
+# Seconds-long steps so that a whole rollout takes about a minute; gates as an operator would set them.
+ROLLOUT = {
+    "steps": [25, 100],
+    "interval": "12s",
+    "min_requests": 30,
+    "failure_limit": 1,
+    "inconclusive_limit": 4,
+    "gates": {"error_rate": 0.01, "p99_latency_ms": 250, "latency_vs_stable": 2.0, "drift_psi": 0.2},
+}
+
+
+def _load(name: str) -> ModuleType:
+    """A script of examples/credit-risk (variants.py, train.py) as a module."""
+    path = PROJECT / "examples" / "credit-risk" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"credit_risk_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_variants() -> ModuleType:
+    return _load("variants")
+
+
+class Load(threading.Thread):
+    """Clients sending one-row inferences round-robin to both routers, counting every outcome."""
+
+    def __init__(self, clients: int = 4, rate_per_client: float = 12.0) -> None:
+        super().__init__(daemon=True)
+        rows, _ = _load("train").generate(4000, seed=101)  # production-like traffic
+        self.bodies = [
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": row.tolist()}]})
+            for row in rows
+        ]
+        self.clients, self.period = clients, 1.0 / rate_per_client
+        self.outcomes: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        workers = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    def _client(self, index: int) -> None:
+        with httpx.Client(timeout=10.0) as client:
+            sent = 0
+            while not self.stop_event.is_set():
+                router = ROUTERS[(index + sent) % len(ROUTERS)]
+                body = self.bodies[(index * 997 + sent) % len(self.bodies)]
+                started = time.monotonic()
+                try:
+                    response = client.post(f"{router}/v2/models/{MODEL}/infer", content=body,
+                                           headers={"content-type": "application/json"})
+                    outcome = "ok" if response.status_code == 200 else f"http {response.status_code}"
+                    version = response.json().get("model_version", "?") if response.status_code == 200 else ""
+                    detail = "" if outcome == "ok" else response.text[:200]
+                except httpx.HTTPError as exc:
+                    outcome, version, detail = f"error {type(exc).__name__}", "", str(exc)[:200]
+                with self.lock:
+                    self.outcomes[outcome] += 1
+                    if version:
+                        self.versions[version] += 1
+                    if outcome != "ok":
+                        self.failures.append(f"{time.strftime('%H:%M:%S')} {router} {outcome} {detail}")
+                sent += 1
+                time.sleep(max(0.0, self.period - (time.monotonic() - started)))
+
+    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
+        with self.lock:
+            return Counter(self.outcomes), Counter(self.versions)
+
+    def failed(self) -> int:
+        with self.lock:
+            return sum(count for outcome, count in self.outcomes.items() if outcome != "ok")
+
+
+@pytest.fixture(scope="module")
+def load() -> Iterator[Load]:
+    generator = Load()
+    generator.start()
+    time.sleep(3)
+    yield generator
+    generator.stop_event.set()
+    generator.join(timeout=30)
+    outcomes, versions = generator.snapshot()
+    print(f"\nclient requests: {dict(outcomes)}; answered by version: {dict(versions)}")
+    for line in generator.failures[:50]:
+        print("  failed:", line)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fleet")
+
+
+def playbook(name: str, workdir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one of the collection's playbooks against the scenario's fleet; its output goes to a log file."""
+    overrides = workdir / "overrides.json"
+    overrides.write_text(json.dumps({"rollout_overrides": ROLLOUT, "rollout_state_dir": str(workdir / "rollouts")}))
+    command = ["ansible-playbook", "-i", str(INVENTORY), str(PROJECT / "playbooks" / name), "-e", f"@{overrides}",
+               *extra]
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".cache" / "collections"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=PROJECT, timeout=1200)
+    log = workdir / f"{name}-{time.strftime('%H%M%S')}.log"
+    log.write_text(result.stdout + result.stderr)
+    print(f"\n{name} {' '.join(extra)}: rc={result.returncode} in {time.monotonic() - started:.0f} s (log {log})")
+    print("\n".join(line for line in result.stdout.splitlines() if "PLAY RECAP" in line or line.startswith("mft-")))
+    if check:
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    return result
+
+
+def deploy(kind: str, version: int, workdir: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    spec = _load_variants().make_variant(kind, str(version), workdir / f"v{version}-{kind}")
+    return playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", check=check)
+
+
+def rollout_state(workdir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((workdir / "rollouts" / f"{MODEL}.json").read_text())
+    return data
+
+
+def release(host: str) -> dict[str, Any]:
+    text = subprocess.run(["docker", "exec", host, "cat", f"/var/lib/modelfleet/releases/{MODEL}.json"],
+                          capture_output=True, text=True, check=True).stdout
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def failed_gates(state: dict[str, Any]) -> set[str]:
+    return {gate["name"] for entry in state["history"] for gate in entry["gates"] if gate["verdict"] == "fail"}
+
+
+def report_steps(state: dict[str, Any]) -> None:
+    for entry in state["history"]:
+        took = entry["time"] - entry["window_start"]
+        print(f"step {entry['step']} at {entry['weight']}%: {entry['decision']} after {took:.0f} s: {entry['reason']}")
+
+
+def test_v1_serves_through_both_routers(load: Load) -> None:
+    time.sleep(2)
+    outcomes, versions = load.snapshot()
+    assert outcomes["ok"] > 0 and set(versions) == {"1"}, (outcomes, versions)
+    for host in SERVING_HOSTS:
+        assert release(host)["stable"]["version"] == "1"
+
+
+def test_good_canary_is_promoted_under_load(load: Load, workdir: Path) -> None:
+    deploy("good", 2, workdir)
+    state = rollout_state(workdir)
+    report_steps(state)
+    assert state["phase"] == "promoted", state["last_reason"]
+    assert [entry["decision"] for entry in state["history"]][-1] == "promote"
+    for host in SERVING_HOSTS:
+        record = release(host)
+        assert record["stable"]["version"] == "2" and record["previous"]["version"] == "1" and not record["canary"]
+    before = load.snapshot()[1]["2"]
+    time.sleep(3)
+    assert load.snapshot()[1]["2"] > before, "v2 answers after the promotion"
+
+
+@pytest.mark.parametrize(
+    ("kind", "version", "gates"),
+    [
+        ("erroring", 3, {"error_rate"}),
+        ("slow", 4, {"latency_vs_stable", "p99_latency_ms"}),
+        ("drift", 5, {"drift_psi"}),
+    ],
+)
+def test_bad_canary_is_rolled_back_by_its_gate(load: Load, workdir: Path, kind: str, version: int,
+                                               gates: set[str]) -> None:
+    result = deploy(kind, version, workdir, check=False)
+    state = rollout_state(workdir)
+    report_steps(state)
+    assert result.returncode != 0, "a rolled-back deployment fails the play"
+    assert "was rolled back" in result.stdout
+    assert state["phase"] == "rolled_back", state["last_reason"]
+    assert failed_gates(state) & gates, (failed_gates(state), state["last_reason"])
+    for host in SERVING_HOSTS:
+        record = release(host)
+        assert record["stable"]["version"] == "2" and not record["canary"]
+
+
+def test_killed_canary_is_rolled_back(load: Load, workdir: Path) -> None:
+    spec = _load_variants().make_variant("good", "6", workdir / "v6-good")
+    overrides = workdir / "overrides.json"
+    runner = threading.Thread(target=lambda: playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}",
+                                                      check=False), daemon=True)
+    runner.start()
+    # Wait until the canary takes traffic (the first step's weight is set), then kill it hard.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state_file = workdir / "rollouts" / f"{MODEL}.json"
+        if state_file.exists() and overrides.exists():
+            state = json.loads(state_file.read_text())
+            if state.get("canary") == "6" and state.get("phase") == "progressing" and state.get("window_start"):
+                break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the canary's first step did not start")
+    time.sleep(2)
+    subprocess.run(["docker", "exec", SERVING_HOSTS[0], "systemctl", "kill", "--signal=SIGKILL",
+                    f"modelfleet-serve@{MODEL}-6.service"], check=True)
+    runner.join(timeout=600)
+    state = rollout_state(workdir)
+    report_steps(state)
+    assert state["phase"] == "rolled_back", state["last_reason"]
+    assert failed_gates(state) & {"canary_up", "canary_restarts"}, state["last_reason"]
+    for host in SERVING_HOSTS:
+        assert release(host)["stable"]["version"] == "2" and not release(host)["canary"]
+
+
+def test_rollback_model_returns_to_the_previous_version(load: Load, workdir: Path) -> None:
+    playbook("rollback_model.yml", workdir, "-e", f"model={MODEL}")
+    for host in SERVING_HOSTS:
+        record = release(host)
+        assert record["stable"]["version"] == "1" and not record["previous"], record
+    time.sleep(3)
+    before = load.snapshot()[1]["1"]
+    time.sleep(3)
+    assert load.snapshot()[1]["1"] > before, "v1 answers again"
+    second = playbook("rollback_model.yml", workdir, "-e", f"model={MODEL}")
+    recap = re.findall(r"^mft-\S+\s+: .*changed=(\d+)", second.stdout, re.MULTILINE)
+    assert recap and set(recap) == {"0"}, "a second rollback changes nothing"
+
+
+def test_no_client_request_failed(load: Load) -> None:
+    outcomes, versions = load.snapshot()
+    print(f"\nclient requests so far: {dict(outcomes)}; by version: {dict(versions)}")
+    assert load.failed() == 0, load.failures[:20]
