@@ -7,11 +7,11 @@
 #   make unit         pytest tests/unit
 #   make integration  pytest tests/integration
 #   make sanity       ansible-test sanity on the built collection
-#   make test         everything CI runs (venv, collection, lint, pytest tests/, sanity)
+#   make test         everything CI runs (apt, venv, lint, pytest tests/, sanity, molecule)
 #   make demo         a local fleet (2 serving + 1 monitoring systemd hosts), credit-risk v1, then a canary
 #                     rollout of v2 under live traffic with the real playbooks; the fleet stays up
 #   make demo-down    remove the demo fleet
-#   make molecule     the Molecule scenarios (fleet end to end, monitoring) on local systemd hosts
+#   make molecule     the Molecule fleet scenario (deploy, canaries, rollback, drift alert) on local hosts
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
@@ -59,7 +59,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
         clean distclean
 
 help:
-	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
 

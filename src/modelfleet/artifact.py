@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelfleet.errors import ArtifactError, SpecError
+from modelfleet.fsutil import fsync_directory
 from modelfleet.spec import ModelSpec, parse_spec
 
 MANIFEST = "manifest.json"
@@ -135,8 +136,4 @@ def publish(staging: Path, target: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         staging.rename(target)
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(target.parent)

@@ -59,9 +59,9 @@ def _load_variants() -> ModuleType:
 class Load(threading.Thread):
     """Clients sending one-row inferences round-robin to both routers, counting every outcome."""
 
-    def __init__(self, clients: int = 4, rate_per_client: float = 12.0) -> None:
+    def __init__(self, clients: int = 4, rate_per_client: float = 12.0, shift: float = 0.0) -> None:
         super().__init__(daemon=True)
-        rows, _ = _load("train").generate(4000, seed=101)  # production-like traffic
+        rows, _ = _load("train").generate(4000, seed=101, shift=shift)  # production-like (or drifted) traffic
         self.bodies = [
             json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": row.tolist()}]})
             for row in rows
@@ -269,3 +269,44 @@ def test_no_client_request_failed(load: Load) -> None:
     outcomes, versions = load.snapshot()
     print(f"\nclient requests so far: {dict(outcomes)}; by version: {dict(versions)}")
     assert load.failed() == 0, load.failures[:20]
+
+
+def prometheus_alerts(name: str) -> list[dict[str, Any]]:
+    response = httpx.get("http://172.30.0.20:9090/api/v1/alerts", timeout=5.0)
+    alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
+    return [alert for alert in alerts if alert["labels"].get("alertname") == name]
+
+
+def retrain_requests() -> list[dict[str, Any]]:
+    result = subprocess.run(["docker", "exec", "mft-monitor", "cat", "/var/lib/modelfleet-retrain-hook/requests.jsonl"],
+                            capture_output=True, text=True, check=False)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_drifted_traffic_reaches_the_retraining_hook(load: Load) -> None:
+    """Drifted inputs -> drift exporter -> Prometheus alert -> Alertmanager -> retraining hook's command."""
+    before = len(retrain_requests())
+    drifted = Load(clients=4, rate_per_client=20.0, shift=1.0)
+    started = time.monotonic()
+    drifted.start()
+    pending_after = fired_after = None
+    try:
+        deadline = started + 300
+        while time.monotonic() < deadline:
+            if pending_after is None and prometheus_alerts("ModelFeatureDrift"):
+                pending_after = time.monotonic() - started
+            requests = retrain_requests()[before:]
+            if any(request.get("model") == MODEL for request in requests):
+                fired_after = time.monotonic() - started
+                break
+            time.sleep(1)
+    finally:
+        drifted.stop_event.set()
+        drifted.join(timeout=30)
+    print(f"\ndrifted traffic -> ModelFeatureDrift pending after {pending_after} s; retraining hook ran after "
+          f"{fired_after} s (test copy of the rule with for: 20s; the shipped rule waits for: 10m)")
+    assert fired_after is not None, "the retraining hook never ran"
+    request = next(r for r in retrain_requests()[before:] if r.get("model") == MODEL)
+    assert request["version"] == "1"
+    assert {"income", "utilization"} & set(request["features"]), request
+    assert drifted.failed() == 0

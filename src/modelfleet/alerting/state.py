@@ -8,11 +8,12 @@ with no history (at worst one extra retraining), rather than refusing to start.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
 import orjson
+
+from modelfleet.fsutil import write_bytes_atomically
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -77,15 +78,5 @@ def _save(path: Path, triggers: dict[Key, float]) -> None:
             {"model": model, "version": version, "at": at} for (model, version), at in sorted(triggers.items())
         ],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    write_bytes_atomically(path, data)

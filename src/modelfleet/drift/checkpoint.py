@@ -16,8 +16,6 @@ HTTP since the last checkpoint are lost (at most ``--checkpoint-interval`` secon
 
 from __future__ import annotations
 
-import contextlib
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy.typing as npt
 import orjson
 
 from modelfleet.errors import ModelfleetError
+from modelfleet.fsutil import replace_atomically
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = 1
@@ -39,27 +38,9 @@ class CheckpointError(ModelfleetError):
 
 def save_checkpoint(path: Path, meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> int:
     """Atomically replace ``path`` with ``meta`` and ``arrays``; returns the size written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = orjson.dumps({"format": FORMAT, **meta}, option=orjson.OPT_SERIALIZE_NUMPY)
     payload = {_META: np.frombuffer(document, dtype=np.uint8), **arrays}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("wb") as handle:
-            np.savez(handle, **payload)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
-            size = handle.tell()
-        temporary.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return size
+    return replace_atomically(path, lambda handle: np.savez(handle, **payload))  # type: ignore[arg-type]
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]] | None:
