@@ -80,11 +80,16 @@ class Scenario:
     restarts: dict[str, float] | None = field(default_factory=lambda: {"h1": 0.0, "h2": 0.0})
     feature_psi: dict[str, float] | None = field(default_factory=lambda: {"age": 0.05, "region": 0.02})
     prediction_psi: dict[str, float] | None = field(default_factory=lambda: {"label": 0.03})
+    # Columns whose drift test rejects; None: those with PSI > 0.1 (a large shift on enough rows).
+    detected: set[str] | None = None
     labelled_rows: float | None = 500.0
     accuracy: float | None = 0.9
     down: bool = False
     failing: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, float]] = field(default_factory=list)
+
+    def _detected(self, psi: dict[str, float] | None) -> dict[str, float]:
+        return {k: float(k in self.detected if self.detected is not None else v > 0.1) for k, v in (psi or {}).items()}
 
     def answers(self, window: int) -> dict[str, list[Sample]]:
         q = Queries(self.plan, window)
@@ -100,6 +105,8 @@ class Scenario:
             q.restarts(): _by("host", self.restarts),
             q.psi("modelfleet_feature_psi", "feature"): _by("feature", self.feature_psi),
             q.psi("modelfleet_prediction_psi", "output"): _by("output", self.prediction_psi),
+            q.drift_detected("modelfleet_feature_psi", "feature"): _by("feature", self._detected(self.feature_psi)),
+            q.drift_detected("modelfleet_prediction_psi", "output"): _by("output", self._detected(self.prediction_psi)),
             q.labelled_rows(): _vector(self.labelled_rows),
             q.accuracy(): _vector(self.accuracy),
         }
@@ -442,3 +449,11 @@ def test_error_gate_never_passes_a_non_finite_or_missing_value(value: float | No
         assert gate.verdict is Verdict.INCONCLUSIVE
     else:
         assert gate.verdict is (Verdict.PASS if value <= 0.01 else Verdict.FAIL)
+
+
+def test_psi_without_a_rejecting_drift_test_is_sampling_noise() -> None:
+    """A few dozen rows give PSI far above 0.2 by chance; only columns whose corrected test rejects count."""
+    noisy = run(Scenario(make_plan(), feature_psi={"age": 1.86, "income": 0.08}, detected=set()))["drift_psi"]
+    assert noisy.verdict == Verdict.PASS and "sampling noise" in noisy.detail
+    drifted = run(Scenario(make_plan(), feature_psi={"age": 1.86, "income": 0.5}, detected={"income"}))["drift_psi"]
+    assert drifted.verdict == Verdict.FAIL and "'income'" in drifted.detail and drifted.value == 0.5

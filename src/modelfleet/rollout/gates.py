@@ -132,6 +132,11 @@ class Queries:
         selector = self.selector(self.plan.canary, window=self.plan.drift_window)
         return f"max by ({column}) ({metric}{{{selector}}})"
 
+    def drift_detected(self, metric: str, column: str) -> str:
+        """Per column, 1 where the exporter's corrected drift test rejects (the PSI metric's companion)."""
+        selector = self.selector(self.plan.canary, window=self.plan.drift_window)
+        return f"max by ({column}) ({metric.removesuffix('_psi')}_drift_detected{{{selector}}})"
+
     def labelled_rows(self) -> str:
         selector = self.selector(self.plan.canary, window=self.plan.drift_window)
         return f"sum(modelfleet_model_labelled_rows{{{selector}}})"
@@ -360,6 +365,9 @@ def _judge_error_rate_vs_stable(step: _Step, threshold: float) -> Judgement:
 
 
 def _judge_psi(metric: str, column: str, gate: str) -> Callable[[_Step, float], Judgement]:
+    """PSI counts where the exporter's corrected drift test rejects too, as in the ModelFeatureDrift alert:
+    on a step's few hundred rows, PSI alone is sampling noise (about bins / rows), the test is not."""
+
     def judge(step: _Step, threshold: float) -> Judgement:
         samples = step.measured.run(step.queries.psi(metric, column))
         what = f"{metric} of canary {step.plan.canary} in window {step.plan.drift_window}"
@@ -368,14 +376,25 @@ def _judge_psi(metric: str, column: str, gate: str) -> Callable[[_Step, float], 
         broken = sorted(s.labels.get(column, "?") for s in samples if not math.isfinite(s.value))
         if broken:
             return _inconclusive(f"{what} is not a finite number for {column} {', '.join(broken)}")
+        detected = {s.labels.get(column, "?") for s in step.measured.run(step.queries.drift_detected(metric, column))
+                    if s.value == 1}
         worst = max(samples, key=lambda s: s.value)
+        drifted = [s for s in samples if s.labels.get(column, "?") in detected]
+        if not drifted:
+            return Judgement(
+                Verdict.PASS,
+                worst.value,
+                f"no {column}'s drift test rejects (max {column} PSI {_fmt(worst.value)} on {column} "
+                f"{worst.labels.get(column, '?')!r} is within sampling noise; window {step.plan.drift_window})",
+            )
+        worst = max(drifted, key=lambda s: s.value)
         name = worst.labels.get(column, "?")
         return _at_most(
             gate,
             worst.value,
             threshold,
-            f"max {column} PSI {_fmt(worst.value)} ({column} {name!r}, "
-            f"{len(samples)} {column}s, window {step.plan.drift_window})",
+            f"max {column} PSI {_fmt(worst.value)} among the {len(drifted)} {column}(s) whose drift test rejects "
+            f"({column} {name!r}, {len(samples)} {column}s, window {step.plan.drift_window})",
         )
 
     return judge
