@@ -15,14 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,48 +60,6 @@ def release(host: str) -> dict[str, Any]:
     return data
 
 
-class Traffic(threading.Thread):
-    """Clients sending one-row requests round-robin to every router; every outcome is counted."""
-
-    def __init__(self, routers: list[str], clients: int = 3, rate: float = 10.0) -> None:
-        super().__init__(daemon=True)
-        rows, _ = load_example("train").generate(2000, seed=2024)
-        self.bodies = [json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8],
-                                               "data": row.tolist()}]}) for row in rows]
-        self.routers, self.clients, self.period = routers, clients, 1.0 / rate
-        self.outcomes: Counter[str] = Counter()
-        self.versions: Counter[str] = Counter()
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-
-    def run(self) -> None:
-        workers = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(self.clients)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-
-    def client(self, index: int) -> None:
-        with httpx.Client(timeout=10.0) as http:
-            sent = 0
-            while not self.stopping.is_set():
-                started = time.monotonic()
-                router = self.routers[(index + sent) % len(self.routers)]
-                try:
-                    response = http.post(f"{router}/v2/models/{MODEL}/infer", content=self.bodies[sent % 2000],
-                                         headers={"content-type": "application/json"})
-                    outcome = "ok" if response.status_code == 200 else f"HTTP {response.status_code}"
-                    version = response.json().get("model_version") if response.status_code == 200 else None
-                except httpx.HTTPError as exc:
-                    outcome, version = type(exc).__name__, None
-                with self.lock:
-                    self.outcomes[outcome] += 1
-                    if version:
-                        self.versions[version] += 1
-                sent += 1
-                time.sleep(max(0.0, self.period - (time.monotonic() - started)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inventory", type=Path, default=ROOT / "inventories" / "local" / "hosts.yml")
@@ -124,7 +79,7 @@ def main() -> int:
         playbook(inventory, "deploy_model.yml", "-e", f"model_spec={spec_v1}")
 
     spec_v2 = load_example("variants").make_variant("good", "2", ROOT / ".cache" / "demo" / "credit-risk-v2")
-    traffic = Traffic(routers)
+    traffic = load_example("traffic").Traffic(routers, clients=3, rate_per_client=10.0, seed=2024)
     traffic.start()
     time.sleep(5)
     started = time.monotonic()
@@ -133,12 +88,11 @@ def main() -> int:
     code = playbook(inventory, "deploy_model.yml", "-e", f"model_spec={spec_v2}", "-e", overrides, check=False)
     took = time.monotonic() - started
     time.sleep(3)
-    traffic.stopping.set()
-    traffic.join(timeout=20)
+    traffic.stop()
 
     state_file = ROOT / ".cache" / "rollouts" / f"{MODEL}.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    failed = sum(count for outcome, count in traffic.outcomes.items() if outcome != "ok")
+    failed = traffic.failed()
     print("\n=== modelfleet demo")
     print(f"rollout of {MODEL} v2: {state.get('phase', 'unknown')} in {took:.0f} s ({state.get('last_reason', '')})")
     for entry in state.get("history", []):

@@ -16,7 +16,6 @@ import re
 import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -56,71 +55,18 @@ def _load_variants() -> ModuleType:
     return _load("variants")
 
 
-class Load(threading.Thread):
-    """Clients sending one-row inferences round-robin to both routers, counting every outcome."""
-
-    def __init__(self, clients: int = 4, rate_per_client: float = 12.0, shift: float = 0.0) -> None:
-        super().__init__(daemon=True)
-        rows, _ = _load("train").generate(4000, seed=101, shift=shift)  # production-like (or drifted) traffic
-        self.bodies = [
-            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": row.tolist()}]})
-            for row in rows
-        ]
-        self.clients, self.period = clients, 1.0 / rate_per_client
-        self.outcomes: Counter[str] = Counter()
-        self.versions: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
-
-    def run(self) -> None:
-        workers = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-
-    def _client(self, index: int) -> None:
-        with httpx.Client(timeout=10.0) as client:
-            sent = 0
-            while not self.stop_event.is_set():
-                router = ROUTERS[(index + sent) % len(ROUTERS)]
-                body = self.bodies[(index * 997 + sent) % len(self.bodies)]
-                started = time.monotonic()
-                try:
-                    response = client.post(f"{router}/v2/models/{MODEL}/infer", content=body,
-                                           headers={"content-type": "application/json"})
-                    outcome = "ok" if response.status_code == 200 else f"http {response.status_code}"
-                    version = response.json().get("model_version", "?") if response.status_code == 200 else ""
-                    detail = "" if outcome == "ok" else response.text[:200]
-                except httpx.HTTPError as exc:
-                    outcome, version, detail = f"error {type(exc).__name__}", "", str(exc)[:200]
-                with self.lock:
-                    self.outcomes[outcome] += 1
-                    if version:
-                        self.versions[version] += 1
-                    if outcome != "ok":
-                        self.failures.append(f"{time.strftime('%H:%M:%S')} {router} {outcome} {detail}")
-                sent += 1
-                time.sleep(max(0.0, self.period - (time.monotonic() - started)))
-
-    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
-        with self.lock:
-            return Counter(self.outcomes), Counter(self.versions)
-
-    def failed(self) -> int:
-        with self.lock:
-            return sum(count for outcome, count in self.outcomes.items() if outcome != "ok")
+def traffic(**options: Any) -> Any:
+    """The examples' client load (examples/credit-risk/traffic.py) against both routers."""
+    return _load("traffic").Traffic(ROUTERS, **options)
 
 
 @pytest.fixture(scope="module")
-def load() -> Iterator[Load]:
-    generator = Load()
+def load() -> Iterator[Any]:
+    generator = traffic()
     generator.start()
     time.sleep(3)
     yield generator
-    generator.stop_event.set()
-    generator.join(timeout=30)
+    generator.stop()
     outcomes, versions = generator.snapshot()
     print(f"\nclient requests: {dict(outcomes)}; answered by version: {dict(versions)}")
     for line in generator.failures[:50]:
@@ -178,7 +124,7 @@ def report_steps(state: dict[str, Any]) -> None:
         print(f"step {entry['step']} at {entry['weight']}%: {entry['decision']} after {took:.0f} s: {entry['reason']}")
 
 
-def test_v1_serves_through_both_routers(load: Load) -> None:
+def test_v1_serves_through_both_routers(load: Any) -> None:
     time.sleep(2)
     outcomes, versions = load.snapshot()
     assert outcomes["ok"] > 0 and set(versions) == {"1"}, (outcomes, versions)
@@ -186,7 +132,7 @@ def test_v1_serves_through_both_routers(load: Load) -> None:
         assert release(host)["stable"]["version"] == "1"
 
 
-def test_good_canary_is_promoted_under_load(load: Load, workdir: Path) -> None:
+def test_good_canary_is_promoted_under_load(load: Any, workdir: Path) -> None:
     deploy("good", 2, workdir)
     state = rollout_state(workdir)
     report_steps(state)
@@ -208,7 +154,7 @@ def test_good_canary_is_promoted_under_load(load: Load, workdir: Path) -> None:
         ("drift", 5, {"drift_psi"}),
     ],
 )
-def test_bad_canary_is_rolled_back_by_its_gate(load: Load, workdir: Path, kind: str, version: int,
+def test_bad_canary_is_rolled_back_by_its_gate(load: Any, workdir: Path, kind: str, version: int,
                                                gates: set[str]) -> None:
     result = deploy(kind, version, workdir, check=False)
     state = rollout_state(workdir)
@@ -222,7 +168,7 @@ def test_bad_canary_is_rolled_back_by_its_gate(load: Load, workdir: Path, kind: 
         assert record["stable"]["version"] == "2" and not record["canary"]
 
 
-def test_killed_canary_is_rolled_back(load: Load, workdir: Path) -> None:
+def test_killed_canary_is_rolled_back(load: Any, workdir: Path) -> None:
     spec = _load_variants().make_variant("good", "6", workdir / "v6-good")
     overrides = workdir / "overrides.json"
     runner = threading.Thread(target=lambda: playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}",
@@ -251,7 +197,7 @@ def test_killed_canary_is_rolled_back(load: Load, workdir: Path) -> None:
         assert release(host)["stable"]["version"] == "2" and not release(host)["canary"]
 
 
-def test_rollback_model_returns_to_the_previous_version(load: Load, workdir: Path) -> None:
+def test_rollback_model_returns_to_the_previous_version(load: Any, workdir: Path) -> None:
     playbook("rollback_model.yml", workdir, "-e", f"model={MODEL}")
     for host in SERVING_HOSTS:
         record = release(host)
@@ -265,7 +211,7 @@ def test_rollback_model_returns_to_the_previous_version(load: Load, workdir: Pat
     assert recap and set(recap) == {"0"}, "a second rollback changes nothing"
 
 
-def test_no_client_request_failed(load: Load) -> None:
+def test_no_client_request_failed(load: Any) -> None:
     outcomes, versions = load.snapshot()
     print(f"\nclient requests so far: {dict(outcomes)}; by version: {dict(versions)}")
     assert load.failed() == 0, load.failures[:20]
@@ -283,10 +229,10 @@ def retrain_requests() -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def test_drifted_traffic_reaches_the_retraining_hook(load: Load) -> None:
+def test_drifted_traffic_reaches_the_retraining_hook(load: Any) -> None:
     """Drifted inputs -> drift exporter -> Prometheus alert -> Alertmanager -> retraining hook's command."""
     before = len(retrain_requests())
-    drifted = Load(clients=4, rate_per_client=20.0, shift=1.0)
+    drifted = traffic(clients=4, rate_per_client=20.0, shift=1.0)
     started = time.monotonic()
     drifted.start()
     pending_after = fired_after = None
@@ -301,8 +247,7 @@ def test_drifted_traffic_reaches_the_retraining_hook(load: Load) -> None:
                 break
             time.sleep(1)
     finally:
-        drifted.stop_event.set()
-        drifted.join(timeout=30)
+        drifted.stop()
     print(f"\ndrifted traffic -> ModelFeatureDrift pending after {pending_after} s; retraining hook ran after "
           f"{fired_after} s (test copy of the rule with for: 20s; the shipped rule waits for: 10m)")
     assert fired_after is not None, "the retraining hook never ran"
