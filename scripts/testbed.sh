@@ -19,7 +19,7 @@ SOCKET="$ENGINE_DIR/docker.sock"
 IMAGE="${TESTBED_IMAGE:-local/debian12-systemd:latest}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,sudo,iproute2,procps,ca-certificates,curl"
-RECIPE="bookworm minbase $PACKAGES v1"
+RECIPE="bookworm minbase $PACKAGES v2"
 FLEET_NETWORK="${FLEET_NETWORK:-modelfleet}"
 FLEET_SUBNET="${FLEET_SUBNET:-172.30.0.0/24}"
 export DOCKER_HOST="unix://$SOCKET"
@@ -102,7 +102,10 @@ image_build() {
     debootstrap --variant=minbase --include="$PACKAGES" bookworm "$rootfs" "$MIRROR" >"$TESTBED_DIR/debootstrap.log" 2>&1 \
       || { tail -20 "$TESTBED_DIR/debootstrap.log" >&2; exit 1; }
     chroot "$rootfs" apt-get clean
-    rm -rf "$rootfs"/var/lib/apt/lists/*
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+    # Empty lists must also look old: apt's cache_valid_time (Ansible) goes by this directory's mtime and
+    # would otherwise skip the update on a freshly built image and find no packages.
+    touch -d @0 "$rootfs/var/lib/apt/lists"
     : >"$rootfs/etc/machine-id"
     tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
