@@ -239,7 +239,8 @@ def test_drifted_traffic_reaches_the_retraining_hook(load: Any) -> None:
     try:
         deadline = started + 300
         while time.monotonic() < deadline:
-            if pending_after is None and prometheus_alerts("ModelFeatureDrift"):
+            if pending_after is None and any(alert["labels"].get("version") == "1"
+                                             for alert in prometheus_alerts("ModelFeatureDrift")):
                 pending_after = time.monotonic() - started
             requests = retrain_requests()[before:]
             if any(request.get("model") == MODEL for request in requests):
