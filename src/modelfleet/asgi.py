@@ -1,4 +1,4 @@
-"""Small pieces shared by modelfleet's plain ASGI applications (the model server, the drift exporter)."""
+"""Small pieces shared by modelfleet's plain ASGI applications (model server, drift exporter, retraining hook)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+async def send_response(send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
+                        headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer with ``body`` in one piece (content type and length set, then ``headers``)."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyError(Exception):

@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from modelfleet import __version__
 from modelfleet.alerting.hook import RetrainHook
 from modelfleet.alerting.payload import PayloadError, parse_notification
-from modelfleet.asgi import BodyError, read_body
+from modelfleet.asgi import BodyError, read_body, send_response
 
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
@@ -86,18 +86,7 @@ class HookApp:
         content_type: bytes = b"application/json",
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_response(send, status, body, content_type, headers or [])
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelfleet import __version__
-from modelfleet.asgi import BodyError, read_body
+from modelfleet.asgi import BodyError, read_body, send_response
 from modelfleet.drift.exporter import Exporter
 from modelfleet.drift.labels import LabelError, parse_feedback
 from modelfleet.drift.metrics import DetectionRule, DriftCollector
@@ -84,10 +84,7 @@ class ExporterApp:
 
     async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-                                *self.headers, *(headers or [])]})
-        await send({"type": "http.response.body", "body": body})
+        await send_response(send, status, body, content_type, [*self.headers, *(headers or [])])
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.auth.enabled or self.auth.path is not None:
