@@ -79,12 +79,13 @@ def main() -> int:
         playbook(inventory, "deploy_model.yml", "-e", f"model_spec={spec_v1}")
 
     spec_v2 = load_example("variants").make_variant("good", "2", ROOT / ".cache" / "demo" / "credit-risk-v2")
-    traffic = load_example("traffic").Traffic(routers, clients=3, rate_per_client=10.0, seed=2024)
+    traffic = load_example("traffic").Traffic(routers, clients=4, rate_per_client=25.0, seed=2024)
     traffic.start()
     time.sleep(5)
     started = time.monotonic()
-    # A demo-sized rollout: three steps of 20 s (the spec says 30 s; the gates are the spec's).
-    overrides = json.dumps({"rollout_overrides": {"steps": [10, 50, 100], "interval": "20s", "min_requests": 30}})
+    # A demo-sized rollout: three steps of 30 s at 100 requests/s (the gates are the spec's). The gates judge a
+    # p99 only on a few hundred requests per version, so the first step is 20%, not the spec's 10%.
+    overrides = json.dumps({"rollout_overrides": {"steps": [20, 50, 100], "interval": "30s", "min_requests": 100}})
     code = playbook(inventory, "deploy_model.yml", "-e", f"model_spec={spec_v2}", "-e", overrides, check=False)
     took = time.monotonic() - started
     time.sleep(3)

@@ -196,13 +196,27 @@ class Serving(_Strict):
 
 
 class Gates(_Strict):
+    """Gate limits (``None`` turns an optional gate off) and the error rates of the judgement (docs/rollout.md).
+
+    A comparison with the stable fails only when the canary is worse with significance *and* beyond both
+    margins: ``latency_vs_stable`` (ratio of p99s) and ``latency_margin_ms`` (difference), or
+    ``error_rate_vs_stable`` (ratio) and ``error_margin`` (difference of error ratios).
+    """
+
     error_rate: float = Field(default=0.01, ge=0, le=1)
     p99_latency_ms: float | None = Field(default=None, gt=0)
     latency_vs_stable: float | None = Field(default=1.2, ge=1)
+    latency_margin_ms: float = Field(default=5.0, ge=0)
     error_rate_vs_stable: float | None = Field(default=None, ge=1)
+    error_margin: float = Field(default=0.01, ge=0, le=1)
     drift_psi: float | None = Field(default=0.2, gt=0)
+    drift_ks: float | None = Field(default=0.1, gt=0, le=1)
     prediction_psi: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    alpha: float = Field(default=0.01, gt=0, lt=0.5,
+                         description="most probability that a whole rollout of a canary equal to stable rolls back")
+    beta: float = Field(default=0.05, gt=0, lt=0.5,
+                        description="most probability, per look, that a gate passes a canary just at its limit")
 
 
 class Rollout(_Strict):

@@ -31,10 +31,11 @@ ROUTERS = ["http://172.30.0.21:8000", "http://172.30.0.22:8000"]
 SERVING_HOSTS = ["mft-serving-1", "mft-serving-2"]
 MODEL = "credit-risk"
 # Seconds-long steps so that a whole rollout takes about a minute; gates as an operator would set them.
+# The gates judge with confidence: a p99 needs a few hundred requests per version and step, hence the load.
 ROLLOUT = {
     "steps": [25, 100],
     "interval": "12s",
-    "min_requests": 30,
+    "min_requests": 100,
     "failure_limit": 1,
     "inconclusive_limit": 4,
     "gates": {"error_rate": 0.01, "p99_latency_ms": 250, "latency_vs_stable": 2.0, "drift_psi": 0.2},
@@ -62,7 +63,7 @@ def traffic(**options: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def load() -> Iterator[Any]:
-    generator = traffic()
+    generator = traffic(clients=4, rate_per_client=30.0)
     generator.start()
     time.sleep(3)
     yield generator

@@ -71,60 +71,30 @@ def decide(plan: RolloutPlan, step: int, failures: int, inconclusive: int, gates
     verdict = overall_verdict(gates)
     where = _where(plan, step)
     weight = plan.weight(step)
+    rollback = f"rolling back to stable {plan.stable} (canary weight 0)."
+    hold = f"holding at {format_weight(weight)}% for another analysis."
     if verdict is Verdict.FAIL:
         failures += 1
-        details = _gate_details(gates, Verdict.FAIL)
+        said = f"{where} failed: {_gate_details(gates, Verdict.FAIL)}. "
         if failures >= plan.failure_limit:
-            return Decision(
-                Result.ROLLBACK,
-                verdict,
-                Phase.ROLLING_BACK,
-                step,
-                0.0,
-                failures,
-                0,
-                f"{where} failed: {details}. Failure {failures} reaches failure_limit "
-                f"{plan.failure_limit}: rolling back to stable {plan.stable} (canary weight 0).",
-            )
-        return Decision(
-            Result.HOLD,
-            verdict,
-            Phase.PROGRESSING,
-            step,
-            weight,
-            failures,
-            0,
-            f"{where} failed: {details}. Failure {failures} of failure_limit {plan.failure_limit}: "
-            f"holding at {format_weight(weight)}% for another analysis.",
-        )
+            return Decision(result=Result.ROLLBACK, verdict=verdict, phase=Phase.ROLLING_BACK, step=step, weight=0.0,
+                            failures=failures, inconclusive=0,
+                            reason=f"{said}Failure {failures} reaches failure_limit {plan.failure_limit}: {rollback}")
+        return Decision(result=Result.HOLD, verdict=verdict, phase=Phase.PROGRESSING, step=step, weight=weight,
+                        failures=failures, inconclusive=0,
+                        reason=f"{said}Failure {failures} of failure_limit {plan.failure_limit}: {hold}")
     if verdict is Verdict.INCONCLUSIVE:
         inconclusive += 1
-        details = _gate_details(gates, Verdict.INCONCLUSIVE) or "no gate passed"
+        said = f"{where} inconclusive: {_gate_details(gates, Verdict.INCONCLUSIVE) or 'no gate passed'}. "
         if inconclusive > plan.inconclusive_limit:
-            return Decision(
-                Result.ROLLBACK,
-                verdict,
-                Phase.ROLLING_BACK,
-                step,
-                0.0,
-                failures,
-                inconclusive,
-                f"{where} inconclusive: {details}. {inconclusive} inconclusive analyses in a row exceed "
-                f"inconclusive_limit {plan.inconclusive_limit}: rolling back to stable {plan.stable} "
-                "(canary weight 0).",
-            )
-        return Decision(
-            Result.HOLD,
-            verdict,
-            Phase.PROGRESSING,
-            step,
-            weight,
-            failures,
-            inconclusive,
-            f"{where} inconclusive: {details}. Inconclusive {inconclusive} in a row (at most "
-            f"{plan.inconclusive_limit} allowed): holding at {format_weight(weight)}% for another "
-            "analysis.",
-        )
+            return Decision(result=Result.ROLLBACK, verdict=verdict, phase=Phase.ROLLING_BACK, step=step, weight=0.0,
+                            failures=failures, inconclusive=inconclusive,
+                            reason=f"{said}{inconclusive} inconclusive analyses in a row exceed inconclusive_limit "
+                                   f"{plan.inconclusive_limit}: {rollback}")
+        return Decision(result=Result.HOLD, verdict=verdict, phase=Phase.PROGRESSING, step=step, weight=weight,
+                        failures=failures, inconclusive=inconclusive,
+                        reason=f"{said}Inconclusive {inconclusive} in a row (at most {plan.inconclusive_limit} "
+                               f"allowed): {hold}")
     passed = sum(1 for g in gates if g.verdict is Verdict.PASS)
     skipped = [g.name for g in gates if g.verdict is Verdict.NOT_APPLICABLE]
     summary = f"{where} passed all {passed} gates"
@@ -135,24 +105,10 @@ def decide(plan: RolloutPlan, step: int, failures: int, inconclusive: int, gates
         summary += f", {requests}"
     if step + 1 < plan.step_count:
         nxt = plan.weight(step + 1)
-        return Decision(
-            Result.ADVANCE,
-            verdict,
-            Phase.PROGRESSING,
-            step + 1,
-            nxt,
-            failures,
-            0,
-            f"{summary}: advancing to step {step + 2}/{plan.step_count} at {format_weight(nxt)}%.",
-        )
+        return Decision(result=Result.ADVANCE, verdict=verdict, phase=Phase.PROGRESSING, step=step + 1, weight=nxt,
+                        failures=failures, inconclusive=0,
+                        reason=f"{summary}: advancing to step {step + 2}/{plan.step_count} at {format_weight(nxt)}%.")
     final = "" if weight >= PROMOTED_WEIGHT else f" (last step was {format_weight(weight)}%; promotion sets 100%)"
-    return Decision(
-        Result.PROMOTE,
-        verdict,
-        Phase.PROMOTING,
-        step,
-        PROMOTED_WEIGHT,
-        failures,
-        0,
-        f"{summary}: promoting canary {plan.canary} to 100%{final}.",
-    )
+    return Decision(result=Result.PROMOTE, verdict=verdict, phase=Phase.PROMOTING, step=step, weight=PROMOTED_WEIGHT,
+                    failures=failures, inconclusive=0,
+                    reason=f"{summary}: promoting canary {plan.canary} to 100%{final}.")

@@ -20,17 +20,11 @@ from typing import Any, Protocol
 
 from modelfleet.rollout.decision import FINISHED, Phase, Result, decide
 from modelfleet.rollout.exposition import render_metrics
-from modelfleet.rollout.gates import (
-    HEALTH_GATES,
-    GateResult,
-    Verdict,
-    evaluate_gates,
-    gate_definitions,
-    overall_verdict,
-)
+from modelfleet.rollout.gates import GateResult, Verdict, evaluate_gates, gate_definitions, overall_verdict
 from modelfleet.rollout.plan import PROMOTED_WEIGHT, RolloutError, RolloutPlan, format_weight
 from modelfleet.rollout.prometheus import QuerySource
 from modelfleet.rollout.state import RolloutState, StateStore
+from modelfleet.rollout.traffic_gates import LOOKS_PER_ANALYSIS, look_error, rollout_looks, statistical_gates
 
 
 class Clock(Protocol):
@@ -152,10 +146,8 @@ def describe_plan(plan: RolloutPlan) -> dict[str, Any]:
         "drift_window": plan.drift_window,
         "serve_job": plan.serve_job,
         "hosts": list(plan.hosts),
-        "gates": [
-            {"name": g.name, "threshold": g.threshold, "comparison": g.comparison, "query": g.query}
-            for g in gate_definitions(plan, window)
-        ],
+        "gates": describe_gates(plan, window),
+        "judgement": describe_judgement(plan),
     }
 
 
@@ -334,7 +326,7 @@ class Engine:
                 warnings=warnings,
                 before=before,
                 would_wait_seconds=max(0.0, deadline - now),
-                queries=describe_plan_for(plan, window),
+                queries=describe_gates(plan, window),
             )
         if source is None:
             raise RolloutError("analyze needs prometheus_url")
@@ -389,7 +381,8 @@ class Engine:
         """Wait for the step's window, then evaluate; wait up to ``extra`` more while too little is known."""
         self.clock.sleep(max(0.0, deadline - self.clock.now()))
         last = deadline + extra
-        poll = max(1.0, min(15.0, plan.interval_seconds / 4))
+        # At most LOOKS_PER_ANALYSIS looks per analysis: the error budget (traffic_gates) counts on it.
+        poll = max(1.0, extra / (LOOKS_PER_ANALYSIS - 1))
         while True:
             at = self.clock.now()
             window = max(1, round(at - start))
@@ -490,22 +483,32 @@ class Engine:
             state.last_decision, state.last_reason, state.last_decision_at = counted, reason, now
 
 
-def describe_plan_for(plan: RolloutPlan, window_seconds: int) -> list[dict[str, Any]]:
+def describe_gates(plan: RolloutPlan, window_seconds: int) -> list[dict[str, Any]]:
+    """Every gate of the plan with its threshold and PromQL over a window of ``window_seconds``."""
     return [
         {"name": g.name, "threshold": g.threshold, "comparison": g.comparison, "query": g.query}
         for g in gate_definitions(plan, window_seconds)
     ]
 
 
+def describe_judgement(plan: RolloutPlan) -> dict[str, Any]:
+    """The error budget of the plan's statistical judgement (see traffic_gates)."""
+    limits = plan.thresholds
+    return {
+        "alpha": limits.alpha,
+        "beta": limits.beta,
+        "statistical_gates": statistical_gates(plan),
+        "looks_per_gate": rollout_looks(plan),
+        "fail_error_per_look": look_error(plan),
+        "latency_margin_ms": limits.latency_margin_ms,
+        "error_margin": limits.error_margin,
+    }
+
+
 def keep_waiting(gates: list[GateResult]) -> bool:
-    """Whether more time may change the verdict: inconclusive, or failed on too few requests (not on health)."""
-    if any(g.verdict is Verdict.FAIL and g.name in HEALTH_GATES for g in gates):
-        return False
-    verdict = overall_verdict(gates)
-    if verdict is Verdict.INCONCLUSIVE:
-        return True
-    too_few = any(g.name == "requests" and g.verdict is Verdict.INCONCLUSIVE for g in gates)
-    return verdict is Verdict.FAIL and too_few
+    """Whether more traffic may decide: the analysis is not yet decided. A failure decides at once, whatever
+    the sample size: every traffic gate fails only with significance at its share of the error budget."""
+    return overall_verdict(gates) is Verdict.INCONCLUSIVE
 
 
 def _record(gate: GateResult) -> dict[str, Any]:

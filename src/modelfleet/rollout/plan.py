@@ -25,21 +25,30 @@ DEFAULT_DRIFT_WINDOW = "5m"
 _ZERO = re.compile(r"^0+(?:\.0*)?(?:ms|s|m|h)?$")
 
 
+#: Settings of the judgement that cannot be turned off.
+_REQUIRED = frozenset({"latency_margin_ms", "error_margin", "alpha", "beta"})
+
+
 class RolloutError(ModelfleetError):
     """A rollout request that cannot be carried out (bad plan, conflicting state, wrong phase)."""
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The gates' thresholds (``None`` turns a gate off), as in the spec's ``rollout.gates``."""
+    """The gates' thresholds (``None`` turns a gate off), margins and error rates, as in ``rollout.gates``."""
 
     error_rate: float | None = 0.01
     p99_latency_ms: float | None = None
     latency_vs_stable: float | None = 1.2
+    latency_margin_ms: float = 5.0
     error_rate_vs_stable: float | None = None
+    error_margin: float = 0.01
     drift_psi: float | None = 0.2
+    drift_ks: float | None = 0.1
     prediction_psi: float | None = None
     min_accuracy: float | None = None
+    alpha: float = 0.01
+    beta: float = 0.05
 
     @classmethod
     def from_gates(cls, gates: Gates) -> Thresholds:
@@ -48,7 +57,10 @@ class Thresholds:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Thresholds:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: (None if v is None else float(v)) for k, v in data.items() if k in known})
+        # A state saved before a setting existed keeps that setting's default.
+        values: dict[str, Any] = {k: (None if v is None else float(v)) for k, v in data.items()
+                                  if k in known and (v is not None or k not in _REQUIRED)}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
