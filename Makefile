@@ -13,6 +13,7 @@
 #   make demo-down    remove the demo fleet
 #   make molecule     the Molecule fleet scenario (deploy, canaries, rollback, drift alert) on local hosts
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
+#   make bench-rollout  the canary judgement's false-rollback and miss rates, simulated (docs/rollout.md)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -55,11 +56,11 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift \
+        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift bench-rollout \
         clean distclean
 
 help:
-	@sed -n '3,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,17s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
 
@@ -186,6 +187,11 @@ bench-serving: venv
 
 bench-drift: venv
 	$(VENV)/bin/python bench/drift/run.py
+
+# BENCH_ROLLOUT_ARGS: e.g. --trials 200 --volume demo --seed 2 --latency-file F
+BENCH_ROLLOUT_ARGS ?=
+bench-rollout: venv
+	$(VENV)/bin/python bench/rollout/simulate.py $(BENCH_ROLLOUT_ARGS)
 
 ## --- housekeeping ----------------------------------------------------------
 

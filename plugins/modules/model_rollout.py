@@ -316,11 +316,19 @@ gates:
       description: V(pass), V(fail), V(inconclusive) or V(not_applicable).
       type: str
     value:
-      description: The measured value (null when there was none).
+      description:
+        - The measured point value (null when there was none), for the record; the verdict comes from confidence
+          bounds, not from it (error ratio; the upper edge of the bucket holding the sample p99, in ms; for
+          C(latency_vs_stable) the ratio of the canary's and the stable's such edges; max PSI).
       type: float
     threshold:
       description: The threshold.
       type: float
+    evidence:
+      description:
+        - The test behind a traffic or drift gate's verdict, with its figures
+          (sample sizes, errors, confidence bounds, margins, the error level of each bound).
+      type: dict
     comparison:
       description: How value and threshold compare for a pass (C(<=) or C(>=)).
       type: str
@@ -337,9 +345,13 @@ gates:
       threshold: 0.01
       comparison: "<="
       query: >-
-        (sum(increase(nv_inference_request_failure_total{model="credit-risk",version="3"}[61s])) or vector(0)) /
-        sum(increase({__name__=~"nv_inference_request_(success|failure)_total",model="credit-risk",version="3"}[61s]))
-      detail: canary error ratio 0.0021 <= 0.01
+        label_replace(sum(increase(nv_inference_request_failure_total{job="modelfleet-serve",model="credit-risk",
+        version="3",reason!="invalid_request"}[61s])) or vector(0), "count", "errors", "", "") or
+        label_replace(sum(increase({__name__=~"nv_inference_request_(success|failure)_total",job="modelfleet-serve",
+        model="credit-risk",version="3"}[61s])), "count", "requests", "", "")
+      detail: canary errors 3/1432 = 0.21%, at most 0.55% with 95% confidence <= limit 1%
+      evidence: {test: Clopper-Pearson bounds, errors: 3, requests: 1432, lower: 0.0, upper: 0.0055,
+                 lower_error: 6.9e-05, upper_error: 0.05, limit: 0.01}
 window_seconds:
   description: Length of the analysed window.
   returned: after an analysis
@@ -361,7 +373,10 @@ queries:
   type: list
   elements: dict
 plan:
-  description: The plan, with steps and weights, interval, limits, gates with PromQL, hosts.
+  description:
+    - The plan, with steps and weights, interval, limits, gates with PromQL, hosts, and C(judgement), the error
+      budget of the statistical gates (alpha, beta, gates, looks per gate, the error level of one look's fail-side
+      bound, the absolute margins).
   returned: O(action=plan), O(action=start)
   type: dict
 metrics:

@@ -123,6 +123,10 @@ def test_plan_action_describes_steps_gates_and_hosts() -> None:
     assert described["steps"][0] == {"step": 1, "weight": 5, "stable_weight": 95}
     assert described["hosts"] == ["h1", "h2"] and described["promotion_weight"] == 100
     assert all("[60s]" in g["query"] or "window=" in g["query"] for g in described["gates"])
+    judgement = described["judgement"]
+    # 4 statistical gates x 3 steps x (failure_limit 1 + inconclusive_limit 2) x 4 looks share alpha 1%.
+    assert (judgement["alpha"], judgement["statistical_gates"], judgement["looks_per_gate"]) == (0.01, 4, 36)
+    assert judgement["fail_error_per_look"] == pytest.approx(0.01 / 144)
 
 
 def test_start_when_the_canary_is_already_stable(engine: Engine) -> None:

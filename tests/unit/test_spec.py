@@ -81,6 +81,12 @@ def test_parse_spec_accepts_a_minimal_dict_and_fills_defaults() -> None:
     assert spec.drift.bins == 10 and spec.outputs is None and spec.features == []
 
 
+def test_old_specs_get_the_judgement_defaults() -> None:
+    gates = parse_spec(with_(rollout={"steps": [10, 100], "gates": {"latency_vs_stable": 1.5}}), Path("/b")).rollout.gates
+    assert (gates.alpha, gates.beta, gates.latency_margin_ms, gates.error_margin, gates.drift_ks) == (
+        0.01, 0.05, 5.0, 0.01, 0.1)
+
+
 def test_integer_version_becomes_text() -> None:
     assert parse_spec(with_(version=3), Path("/base")).version == "3"
 
@@ -104,6 +110,13 @@ R = {"steps": [10, 50, 100]}  # a valid rollout to vary
         (with_(rollout={"steps": [0, 50]}), "rollout.steps[0]: Input should be greater than 0"),
         (with_(rollout={"steps": [101]}), "rollout.steps[0]: Input should be less than or equal to 100"),
         (with_(rollout={**R, "interval": "10 parsecs"}), "rollout.interval: '10 parsecs' is not a duration"),
+        (with_(rollout={**R, "gates": {"alpha": 0.5}}), "rollout.gates.alpha: Input should be less than 0.5"),
+        (with_(rollout={**R, "gates": {"beta": 0}}), "rollout.gates.beta: Input should be greater than 0"),
+        (with_(rollout={**R, "gates": {"latency_margin_ms": -1}}),
+         "rollout.gates.latency_margin_ms: Input should be greater than or equal to 0"),
+        (with_(rollout={**R, "gates": {"error_margin": 2}}),
+         "rollout.gates.error_margin: Input should be less than or equal to 1"),
+        (with_(rollout={**R, "gates": {"drift_ks": 0}}), "rollout.gates.drift_ks: Input should be greater than 0"),
         (with_(serving={"resources": {"memory": "lots"}}), "serving.resources.memory: 'lots' is not a quantity"),
         (with_(serving={"providers": ["cpu", "cpu"]}), "serving.providers: providers must not repeat"),
         (with_(serving={"providers": ["tpu"]}), "serving.providers[0]: Input should be"),
