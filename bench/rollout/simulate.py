@@ -268,6 +268,7 @@ def main() -> int:
     parser.add_argument("--volume", action="append", choices=sorted(VOLUMES), help="default: demo and 10x")
     parser.add_argument("--rule", action="append", choices=["old", *GRIDS], help="default: old and r10")
     parser.add_argument("--no-sweep", action="store_true", help="skip the smallest-detected-effect sweeps")
+    parser.add_argument("--no-table", action="store_true", help="only the sweeps")
     parser.add_argument("--sweep-trials", type=int, default=200)
     args = parser.parse_args()
     model = LatencyModel.load(args.latency_file)
@@ -283,7 +284,7 @@ def main() -> int:
             print("| case | rule | promoted | rolled back (gate failed) | rolled back (undecided) "
                   "| most frequent reason |")
             print("|---|---|---:|---:|---:|---|")
-            for case in CASES:
+            for case in () if args.no_table else CASES:
                 for rule in rules:
                     outcomes, reasons = simulate(case, volume, rule, args.trials, args.seed, model, cache, store)
                     share = {k: f"{100 * outcomes[k] / args.trials:.1f}%" for k in
@@ -293,17 +294,18 @@ def main() -> int:
                           f"{share['undecided']} | {top} |", flush=True)
             if args.no_sweep:
                 continue
-            print(f"\nsmallest effect rolled back in >= 95% of {args.sweep_trials} rollouts ({volume.name}):")
+            print(f"\nshare of {args.sweep_trials} rollouts rolled back, by effect ({volume.name}); "
+                  "* marks the smallest effect rolled back in >= 95%:")
             for rule in [r for r in rules if r != "old"]:
                 for sweep, cases in SWEEPS.items():
-                    found = "none of " + ", ".join(c.name for c in cases)
+                    shares, marked = [], False
                     for case in cases:
                         outcomes, _ = simulate(case, volume, rule, args.sweep_trials, args.seed, model, cache, store)
                         rate = (outcomes["rolled back"] + outcomes["undecided"]) / args.sweep_trials
-                        if rate >= 0.95:
-                            found = f"{case.name} ({100 * rate:.1f}%)"
-                            break
-                    print(f"  {rule}, {sweep}: {found}", flush=True)
+                        star = "*" if rate >= 0.95 and not marked else ""
+                        marked = marked or rate >= 0.95
+                        shares.append(f"{case.name} {100 * rate:.0f}%{star}")
+                    print(f"  {rule}, {sweep}: {', '.join(shares)}", flush=True)
     return 0
 
 
