@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import re
 import shlex
 import sys
@@ -19,23 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)$")
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from modelfleet.durations import duration_argument
 
-
-def duration(text: str) -> float:
-    """Seconds in ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` or a bare number of seconds (0 allowed)."""
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        match = _DURATION.match(text)
-        if not match:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 5m, 1h or 1d") from None
-        seconds = float(match["n"]) * _SECONDS[match["unit"]]
-    if seconds < 0 or math.isnan(seconds):
-        raise argparse.ArgumentTypeError(f"{text!r}: must not be negative")
-    return seconds
+#: ``type=`` of the duration options; 0 is allowed (no cooldown, no backoff).
+duration = duration_argument(allow_zero=True)
+#: ``type=`` of the timeouts, which must be positive.
+positive_duration = duration_argument()
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -74,9 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--state-file", type=Path, help="remember trigger times here across restarts (default: in memory only)"
     )
     parser.add_argument(
-        "--command-timeout", type=duration, default=3600.0, help="kill the command after this time (default 1h)"
+        "--command-timeout",
+        type=positive_duration,
+        default=3600.0,
+        help="kill the command after this time (default 1h)",
     )
-    parser.add_argument("--url-timeout", type=duration, default=10.0, help="timeout of one POST (default 10s)")
+    parser.add_argument("--url-timeout", type=positive_duration, default=10.0, help="timeout of one POST (default 10s)")
     parser.add_argument(
         "--url-retries",
         type=int,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from modelfleet.drift.exporter import Exporter, ExporterSettings, window_names
-from modelfleet.spec import parse_duration
+from modelfleet.durations import parse_duration
 
 
 def _fail(message: str) -> SystemExit:
