@@ -652,7 +652,7 @@ def test_bad_settings_stop_the_command_with_a_message(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (modelfleet.exitcodes)
     assert "is not an http(s) URL" in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "modelfleet.alerting", "--command", "unbalanced 'quote"],
@@ -661,5 +661,5 @@ def test_bad_settings_stop_the_command_with_a_message(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (modelfleet.exitcodes)
     assert "No closing quotation" in result.stderr

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.durations import duration_argument
+from modelfleet.errors import UsageError
+from modelfleet.exitcodes import run_handler
 
 #: ``type=`` of the duration options; 0 is allowed (no cooldown, no backoff).
 duration = duration_argument(allow_zero=True)
@@ -116,13 +118,13 @@ def run_hook(args: argparse.Namespace) -> int:
             token = args.bearer_token_file.read_text().strip() if args.bearer_token_file else None
             action = UrlAction(args.url, args.url_timeout, args.url_retries, args.url_backoff, token)
     except (ValueError, OSError) as exc:
-        raise SystemExit(f"modelfleet retrain-hook: error: {exc}") from None
+        raise UsageError(str(exc)) from None
     if args.max_body_bytes <= 0 or args.url_retries < 0:
-        raise SystemExit("modelfleet retrain-hook: error: --max-body-bytes must be positive, --url-retries >= 0")
+        raise UsageError("--max-body-bytes must be positive, --url-retries >= 0")
     try:
         state = TriggerState(args.state_file)
     except OSError as exc:
-        raise SystemExit(f"modelfleet retrain-hook: error: state file {args.state_file}: {exc}") from None
+        raise UsageError(f"state file {args.state_file}: {exc}") from None
     hook = RetrainHook(action, state, args.cooldown)
     host, port = args.listen
     return run(hook, host, port, args.max_body_bytes, args.log_level)
@@ -135,10 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
+    return run_handler(parser.prog, args.handler, args)
 
 
 if __name__ == "__main__":  # pragma: no cover
