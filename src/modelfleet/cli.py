@@ -54,7 +54,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from modelfleet.serve.app import ServerSettings
+    from modelfleet.serve.dataplane import ServerSettings
     from modelfleet.serve.main import run
     from modelfleet.serve.runtime import RuntimeOptions
     from modelfleet.spec import Serving, load_spec
