@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serverkit import Response, Server, StartServer, tensor, wait_for
+from harness import wait_for
+from serverkit import Response, Server, StartServer, tensor
 
 from modelfleet.serve.app import ModelServer, ServerSettings
 from modelfleet.serve.dataplane import DataPlane, InferResponse
