@@ -561,7 +561,7 @@ def markdown(results: dict[str, Any]) -> str:
                  "detection_5_of_5_no_false_alarm": "detection: 5/5 drifted, 0 false alarms (first window)",
                  "detection_at_least_exact": "detection at least as good as exact KS + Bonferroni",
                  "detection_exporter_default_5_of_5_no_false_alarm": "detection with the exporter's default rule "
-                 "(PSI condition included): 5/5 drifted, 0 false alarms"}
+                 "(DetectionRule()): 5/5 drifted, 0 false alarms"}
         lines += [f"- {names.get(k, k)}: {'met' if v else '**not met**'}" for k, v in targets.items()]
     lines += ["", "## Versions", ""]
     for name in s["libraries"]:
