@@ -1,8 +1,8 @@
 """The one home of modelfleet's ASGI plumbing (model server, drift exporter, retraining hook).
 
-The applications are plain ASGI callables; what they share lives here: the ASGI types, the lifespan
-loop, one-piece responses and JSON errors (``{"error": message}``), early replies and method checks,
-and reading a bounded request body.
+The applications are plain ASGI callables; what they share lives here: the ASGI types, the
+:class:`Application` base (lifespan, dispatch, early replies), the lifespan loop, one-piece responses
+and JSON errors (``{"error": message}``), method checks, and reading a bounded request body.
 """
 
 from __future__ import annotations
@@ -64,6 +64,35 @@ class Reply(Exception):  # noqa: N818 - control flow, not an error
     def __init__(self, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, list(headers)
+
+
+class Application:
+    """Base of modelfleet's ASGI applications: lifespan -> :meth:`startup` / :meth:`shutdown`; each HTTP
+    request -> :meth:`route`, whose :class:`Reply` is answered by :meth:`reply`; other scopes are ignored."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send, self.startup, self.shutdown)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self.route(scope, receive, send)
+        except Reply as reply:
+            await self.reply(scope, send, reply)
+
+    async def startup(self) -> None:
+        """Called once before the first request."""
+
+    async def shutdown(self) -> None:
+        """Called once when the server stops."""
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    async def reply(self, scope: Scope, send: Send, reply: Reply) -> None:
+        """Answer an early :class:`Reply` (a JSON error)."""
+        await send_error(send, reply.status, reply.message, reply.headers)
 
 
 def allow(method: str, allowed: str) -> None:

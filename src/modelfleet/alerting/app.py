@@ -19,15 +19,14 @@ from modelfleet import __version__
 from modelfleet.alerting.hook import RetrainHook
 from modelfleet.alerting.payload import PayloadError, parse_notification
 from modelfleet.asgi import (
+    Application,
     BodyError,
     Receive,
     Reply,
     Scope,
     Send,
     allow,
-    lifespan,
     read_body,
-    send_error,
     send_response,
 )
 
@@ -40,7 +39,7 @@ _LANDING = (
 )
 
 
-class HookApp:
+class HookApp(Application):
     """ASGI application around a :class:`RetrainHook` (its worker starts and stops with the lifespan)."""
 
     def __init__(self, hook: RetrainHook, max_body_bytes: int = 1 << 20) -> None:
@@ -55,26 +54,18 @@ class HookApp:
         for code in ("200", "400", "413"):
             self.notifications.labels(code)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send, self._startup, self._shutdown)
-            return
-        if scope["type"] != "http":
-            return
-        try:
-            await self._route(scope, receive, send)
-        except Reply as reply:
-            if scope["path"] == "/alerts":
-                self.notifications.labels(str(reply.status)).inc()
-            await send_error(send, reply.status, reply.message, reply.headers)
-
-    async def _startup(self) -> None:
+    async def startup(self) -> None:
         self.hook.start()
 
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
         await asyncio.to_thread(self.hook.stop)
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def reply(self, scope: Scope, send: Send, reply: Reply) -> None:
+        if scope["path"] == "/alerts":
+            self.notifications.labels(str(reply.status)).inc()
+        await super().reply(scope, send, reply)
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/alerts":
             allow(method, "POST")

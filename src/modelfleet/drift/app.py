@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelfleet import __version__
 from modelfleet.asgi import (
+    Application,
     BodyError,
     Receive,
     Reply,
@@ -27,7 +28,6 @@ from modelfleet.asgi import (
     Send,
     allow,
     error_body,
-    lifespan,
     read_body,
     send_response,
 )
@@ -44,7 +44,7 @@ _LANDING = (b"<!doctype html><html><head><title>modelfleet drift exporter</title
             b"<a href=\"/healthz\">Health</a></p></body></html>")
 
 
-class ExporterApp:
+class ExporterApp(Application):
     """ASGI application around an :class:`Exporter` (started and stopped by the lifespan)."""
 
     def __init__(self, exporter: Exporter, rule: DetectionRule, web: WebConfig | None = None,
@@ -57,28 +57,20 @@ class ExporterApp:
         self.headers = [(k.lower().encode(), v.encode()) for k, v in web.headers.items()]
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send, self._startup, self._shutdown)
-            return
-        if scope["type"] != "http":
-            return
-        try:
-            await self._route(scope, receive, send)
-        except Reply as reply:
-            await self._send(send, reply.status, error_body(reply.message), headers=reply.headers)
-
-    async def _startup(self) -> None:
+    async def startup(self) -> None:
         await asyncio.to_thread(self.exporter.start)
 
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
         await asyncio.to_thread(self.exporter.stop)
+
+    async def reply(self, scope: Scope, send: Send, reply: Reply) -> None:
+        await self._send(send, reply.status, error_body(reply.message), headers=reply.headers)
 
     async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
         await send_response(send, status, body, content_type, [*self.headers, *(headers or [])])
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.auth.enabled or self.auth.path is not None:
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             if not await asyncio.to_thread(self.auth.check, header):

@@ -16,15 +16,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelfleet import __version__
 from modelfleet.asgi import (
+    Application,
     BodyError,
     Receive,
     Reply,
     Scope,
     Send,
     allow,
-    lifespan,
     read_body,
-    send_error,
     send_response,
 )
 from modelfleet.serve.dataplane import DataPlane, InferResponse, ServerSettings
@@ -37,23 +36,24 @@ Headers = list[tuple[bytes, bytes]]
 _SERVER_METADATA = orjson.dumps({"name": "modelfleet", "version": __version__, "extensions": []})
 
 
-class ModelServer:
+class ModelServer(Application):
     """The HTTP (ASGI) front end of one model version's :class:`DataPlane` (``plane``)."""
 
     def __init__(self, settings: ServerSettings, plane: DataPlane | None = None) -> None:
         self.plane = plane or DataPlane(settings)
         self.settings = self.plane.settings
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send, self.plane.startup, self.plane.shutdown)
-            return
-        if scope["type"] != "http":
-            return
+    async def startup(self) -> None:
+        await self.plane.startup()
+
+    async def shutdown(self) -> None:
+        await self.plane.shutdown()
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._route(scope, receive, send)
-        except (Reply, ProtocolError) as reply:
-            await send_error(send, reply.status, reply.message, reply.headers)
+        except ProtocolError as refused:  # the data plane's refusal, answered like any early reply
+            await self.reply(scope, send, Reply(refused.status, refused.message, refused.headers))
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
