@@ -60,13 +60,11 @@ def _same(documented: Any, default: Any) -> bool:
     return bool(documented == default) and isinstance(documented, bool) == isinstance(default, bool)
 
 
-def options(specs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Top-level options of every entry point (the first entry point that names one wins)."""
-    found: dict[str, dict[str, Any]] = {}
-    for entry in (specs.get("argument_specs") or {}).values():
-        for name, option in ((entry or {}).get("options") or {}).items():
-            found.setdefault(name, option or {})
-    return found
+def options(specs: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(entry point, option, its spec) for the top-level options of every entry point."""
+    for entry, body in (specs.get("argument_specs") or {}).items():
+        for name, option in ((body or {}).get("options") or {}).items():
+            yield entry, name, option or {}
 
 
 def role_problems(role: Path) -> Iterator[tuple[str, str]]:
@@ -77,18 +75,19 @@ def role_problems(role: Path) -> Iterator[tuple[str, str]]:
         if defaults:
             yield "", "has defaults/main.yml but no meta/argument_specs.yml"
         return
-    documented = options(_load(spec_file))
-    for name in sorted(set(defaults) - set(documented)):
+    documented = list(options(_load(spec_file)))
+    for name in sorted(set(defaults) - {name for _entry, name, _option in documented}):
         yield name, "in defaults/main.yml but not in meta/argument_specs.yml"
-    for name, option in sorted(documented.items()):
+    for entry, name, option in sorted(documented, key=lambda item: (item[1], item[0] != "main", item[0])):
+        where = "" if entry == "main" else f" (entry point {entry})"
         if option.get("required") and name in defaults:
-            yield name, f"required, yet defaults/main.yml sets {defaults[name]!r} (the requirement never fails)"
+            yield name, f"required{where}, yet defaults/main.yml sets {defaults[name]!r} (the requirement never fails)"
         elif "default" in option and name not in defaults:
-            yield name, f"argument_specs default {option['default']!r} but not in defaults/main.yml"
+            yield name, f"argument_specs default {option['default']!r}{where} but not in defaults/main.yml"
         elif name in defaults and "default" not in option:
-            yield name, f"defaults/main.yml sets {defaults[name]!r} but argument_specs states no default"
+            yield name, f"defaults/main.yml sets {defaults[name]!r} but argument_specs states no default{where}"
         elif name in defaults and not _same(option["default"], defaults[name]):
-            yield name, f"argument_specs default {option['default']!r} != defaults/main.yml {defaults[name]!r}"
+            yield name, f"argument_specs default {option['default']!r}{where} != defaults/main.yml {defaults[name]!r}"
 
 
 def check(roles_dirs: Sequence[Path]) -> dict[str, str]:
@@ -97,7 +96,7 @@ def check(roles_dirs: Sequence[Path]) -> dict[str, str]:
     for roles_dir in roles_dirs:
         for role in sorted(p for p in roles_dir.iterdir() if p.is_dir()):
             for option, problem in role_problems(role):
-                found[f"{roles_dir.name}/{role.name}: {option}".rstrip(": ")] = problem
+                found.setdefault(f"{roles_dir.name}/{role.name}: {option}".rstrip(": "), problem)  # main's first
     return found
 
 

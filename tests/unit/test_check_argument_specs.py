@@ -50,6 +50,15 @@ def test_every_kind_of_drift_is_named(tmp_path: Path) -> None:
     }
 
 
+def test_every_entry_point_is_checked(tmp_path: Path) -> None:
+    path = role(tmp_path, "multi", {"a": 1}, {"a": {"default": 1}})
+    specs = yaml.safe_load((path / "meta" / "argument_specs.yml").read_text())
+    specs["argument_specs"]["other"] = {"short_description": "y", "options": {"a": {"default": 2}}}
+    (path / "meta" / "argument_specs.yml").write_text(yaml.safe_dump(specs))
+    assert checker.check([tmp_path / "roles"]) == {
+        "roles/multi: a": "argument_specs default 2 (entry point other) != defaults/main.yml 1"}
+
+
 def test_exit_status_known_drift_and_stale_exceptions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     role(tmp_path, "r", {"a": 1}, {"a": {"default": 2}})
     roles = str(tmp_path / "roles")
