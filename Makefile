@@ -3,7 +3,7 @@
 #   make bootstrap    install missing Debian packages (scripts/bootstrap-apt.sh)
 #   make venv         .venv with the project and its dev tools (idempotent)
 #   make collection   make this checkout usable as the collection modelfleet.serving
-#   make lint         ruff, mypy, yamllint, ansible-lint
+#   make lint         ruff, mypy, pycodestyle, yamllint, argument specs vs defaults, ansible-lint
 #   make unit         pytest tests/unit
 #   make integration  pytest tests/integration
 #   make sanity       ansible-test sanity on the built collection
@@ -55,8 +55,9 @@ PYTEST_ARGS ?=
 export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift bench-rollout \
+.PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs ansible-lint \
+        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift \
+        bench-rollout \
         clean distclean
 
 help:
@@ -99,7 +100,7 @@ collection:
 
 ## --- lint ------------------------------------------------------------------
 
-lint: ruff mypy pep8 yamllint ansible-lint
+lint: ruff mypy pep8 yamllint argument-specs ansible-lint
 
 ruff: venv
 	$(VENV)/bin/ruff check $(LINT_DIRS)
@@ -113,6 +114,10 @@ pep8: venv
 
 yamllint: venv
 	$(VENV)/bin/yamllint -s .
+
+# Every role's meta/argument_specs.yml agrees with its defaults/main.yml (names, defaults, required).
+argument-specs: venv
+	$(VENV)/bin/python scripts/check_argument_specs.py
 
 ansible-lint: venv collection
 	$(VENV)/bin/ansible-lint

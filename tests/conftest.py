@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import collection_root, need
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -22,3 +23,15 @@ def trained_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(example, target, ignore=shutil.ignore_patterns("data", "*.joblib", "*.pt", "__pycache__"))
         subprocess.run([sys.executable, str(target / "train.py")], check=True, capture_output=True, timeout=300)
     return root
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool's path; a test that needs it FAILS where it is missing (CI and workstations alike)."""
+    return need("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def collections_root() -> Path:
+    """A directory with ``ansible_collections/modelfleet/serving`` -> this checkout (see harness.collection_root)."""
+    return collection_root()

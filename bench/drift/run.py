@@ -21,26 +21,36 @@ Standard library only: numpy and the libraries run in the workers (workers/*.py)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
-import platform
-import re
-import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))  # started by path (make bench-drift): bench.common from the checkout
+
+from bench.common import (  # noqa: E402
+    children_cpu_s,
+    cores_lock,
+    cpu_ticks,
+    default_modelfleet_python,
+    host_environment,
+    loadavg,
+    log,
+    run_quiet,
+)
+from bench.common import ensure_venv as common_ensure_venv  # noqa: E402
+from bench.common import package_versions as common_package_versions  # noqa: E402
+
 WORKERS = HERE / "workers"
 MIB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -88,40 +98,10 @@ LIBRARIES: dict[str, Library] = {lib.name: lib for lib in (
 # --------------------------------------------------------------------------- utilities
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def run_quiet(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
 def core_ticks(cpu: int | None) -> tuple[int, int]:
-    """(busy, total) jiffies of core ``cpu`` (all cores when None) from /proc/stat."""
-    label = "cpu" if cpu is None else f"cpu{cpu}"
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] == label:
-            values = [int(x) for x in fields[1:]]
-            idle = values[3] + values[4]
-            return sum(values) - idle, sum(values)
-    return 0, 0
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    """(busy, total) jiffies of core ``cpu`` (all cores when None); stolen time is not busy."""
+    busy, total, _steal = cpu_ticks(all_cores=True).get("cpu" if cpu is None else f"cpu{cpu}", (0, 0, 0))
+    return busy, total
 
 
 def wait_quiet(cpu: int | None, max_other_pct: float, max_wait_s: float) -> float:
@@ -149,83 +129,20 @@ def fmt_rate(value: float) -> str:
     return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:,.0f} k"
 
 
-@contextlib.contextmanager
-def cores_lock(path: Path, timeout: float) -> Iterator[dict[str, Any]]:
-    """Hold an exclusive flock on ``path`` while measuring, so that benchmarks pinning cores take turns.
-
-    The same lock as bench/serving/run.py (``.cache/bench/cores.lock``); any other benchmark can join in
-    with ``flock .cache/bench/cores.lock COMMAND``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with path.open("a") as handle:
-        announced = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() - started > timeout:
-                    raise SystemExit(f"another benchmark held {path} for {timeout:.0f} s; giving up") from None
-                if not announced:
-                    log(f"another benchmark holds {path}; waiting (up to {timeout:.0f} s)")
-                    announced = True
-                time.sleep(1.0)
-        try:
-            yield {"path": str(path), "waited_s": round(time.monotonic() - started, 1)}
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # --------------------------------------------------------------------------- virtualenvs
 
 
 def package_versions(python: str, names: Sequence[str]) -> dict[str, str]:
-    code = ("import json, importlib.metadata as m, sys\nout = {'python': sys.version.split()[0]}\n"
-            f"for n in {list(names)!r}:\n    try:\n        out[n] = m.version(n)\n"
-            "    except m.PackageNotFoundError:\n        pass\nprint(json.dumps(out))")
-    result = run_quiet([python, "-c", code])
-    versions: dict[str, str] = json.loads(result.stdout) if result.returncode == 0 else {}
-    return versions
+    return common_package_versions(python, names, with_python=True)
 
 
 def ensure_venv(name: str, base_python: str, venvs: Path, rebuild: bool) -> dict[str, Any]:
     """Create (or reuse) ``venvs/<name>`` with the peer's pinned requirements; raises RuntimeError."""
-    venv = venvs / name
-    python = venv / "bin" / "python"
-    base = run_quiet([base_python, "-c", "import sys; print(sys.executable); print(sys.version.split()[0])"])
-    if base.returncode != 0:
-        raise RuntimeError(f"{base_python}: cannot run: {base.stderr.strip()}")
-    executable, version = base.stdout.split()
-    requirements = PEER_REQUIREMENTS[name]
-    stamp = {"requirements": requirements, "base_python": executable, "base_version": version}
-    stamp_file = venv / ".bench-stamp.json"
-    keys = [name, "numpy", "pandas", "scipy", "scikit-learn", "statsmodels"]
-    if not rebuild and python.exists() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
-        return {"path": str(venv), "python": str(python), "reused": True, "install_s": 0.0,
-                "packages": package_versions(str(python), keys)}
-    log(f"preparing virtualenv {venv} ({' '.join(requirements)}); this takes a few minutes")
-    started = time.monotonic()
-    shutil.rmtree(venv, ignore_errors=True)
-    venvs.mkdir(parents=True, exist_ok=True)
-    install_log = venvs / f"{name}.install.log"
-    with install_log.open("w") as out:
-        steps = [[executable, "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-U", "pip"],
-                 [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
-                 [str(python), "-c", f"import {PEER_IMPORTS[name]}"]]
-        for argv in steps:
-            out.write(f"$ {shlex.join(argv)}\n")
-            out.flush()
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False,
-                                    env={**os.environ, **THREAD_ENV})
-            if result.returncode != 0:
-                raise RuntimeError(f"`{shlex.join(argv)}` exited {result.returncode}; last lines of "
-                                   f"{install_log}:\n{tail(install_log, 15)}")
-    (venv / "freeze.txt").write_text(run_quiet([str(python), "-m", "pip", "freeze"]).stdout)
-    stamp_file.write_text(json.dumps(stamp))
-    return {"path": str(venv), "python": str(python), "reused": False,
-            "install_s": round(time.monotonic() - started, 1), "packages": package_versions(str(python), keys)}
+    described = common_ensure_venv(venvs / name, base_python, PEER_REQUIREMENTS[name], PEER_IMPORTS[name],
+                                   package_names=[name, "numpy", "pandas", "scipy", "scikit-learn", "statsmodels"],
+                                   with_python=True, upgrade_pip=True, env=THREAD_ENV, rebuild=rebuild)
+    del described["libdir"]
+    return described
 
 
 # --------------------------------------------------------------------------- workers
@@ -644,7 +561,7 @@ def markdown(results: dict[str, Any]) -> str:
                  "detection_5_of_5_no_false_alarm": "detection: 5/5 drifted, 0 false alarms (first window)",
                  "detection_at_least_exact": "detection at least as good as exact KS + Bonferroni",
                  "detection_exporter_default_5_of_5_no_false_alarm": "detection with the exporter's default rule "
-                 "(PSI condition included): 5/5 drifted, 0 false alarms"}
+                 "(DetectionRule()): 5/5 drifted, 0 false alarms"}
         lines += [f"- {names.get(k, k)}: {'met' if v else '**not met**'}" for k, v in targets.items()]
     lines += ["", "## Versions", ""]
     for name in s["libraries"]:
@@ -663,21 +580,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    meminfo = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
-    commit = run_quiet(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).stdout.strip()
-    dirty = run_quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src/modelfleet/stats"]).stdout
-    return {"cpu_model": model.group(1).strip() if model else platform.processor(), "cores": os.cpu_count(),
-            "kernel": platform.release(), "memory_gib": round(int(meminfo.group(1)) / 2**20, 1) if meminfo else None,
-            "python": platform.python_version(),
-            "git": {"commit": commit, "stats_dirty": [ln.strip() for ln in dirty.splitlines() if ln.strip()]}}
+    return host_environment(["src/modelfleet/stats"], dirty_key="stats_dirty")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modelfleet-python", default="/work/.venv-dev/bin/python",
-                   help="interpreter with modelfleet installed (default /work/.venv-dev/bin/python)")
+    p.add_argument("--modelfleet-python", default=default_modelfleet_python(),
+                   help="interpreter with modelfleet installed (default: /work/.venv-dev/bin/python if present, "
+                        "else the checkout's .venv)")
     p.add_argument("--base-python", default="python3.11", help="interpreter the peers' virtualenvs are made from")
     p.add_argument("--libraries", default=",".join(ALL_LIBRARIES),
                    help=f"comma-separated subset of {','.join(ALL_LIBRARIES)}")

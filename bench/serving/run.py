@@ -16,12 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
-import platform
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -31,13 +28,31 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))  # started by path (run.sh, make bench-serving): bench.common from the checkout
+
+from bench.common import (  # noqa: E402
+    children_cpu_s,
+    cores_lock,
+    cpu_ticks,
+    default_modelfleet_python,
+    host_environment,
+    interpreter_info,
+    loadavg,
+    log,
+    run_quiet,
+    tail,
+    terminate_as_interrupt,
+)
+from bench.common import ensure_venv as common_ensure_venv  # noqa: E402
+from bench.common import package_versions as common_package_versions  # noqa: E402
+
 PEERS_DIR = HERE / "peers"
 LUA_SCRIPT = HERE / "oip.lua"
 HOST = "127.0.0.1"
@@ -110,10 +125,6 @@ class Running:
 # --------------------------------------------------------------------------- small utilities
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def free_ports(count: int) -> list[int]:
     sockets = []
     try:
@@ -135,17 +146,6 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 10.0
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def run_quiet(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # --------------------------------------------------------------------------- /proc accounting
@@ -177,18 +177,6 @@ def proc_stats() -> dict[int, ProcStat]:
     return stats
 
 
-def cpu_ticks() -> dict[str, tuple[int, int, int]]:
-    """cpuN -> (busy, total, steal) jiffies; steal (the hypervisor running someone else) is not busy."""
-    result = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if re.match(r"cpu\d+ ", line):
-            name, *values = line.split()
-            numbers = [int(v) for v in values[:8]]
-            idle, steal = numbers[3] + numbers[4], numbers[7]
-            result[name] = (sum(numbers) - idle - steal, sum(numbers), steal)
-    return result
-
-
 def group_members(pgid: int, stats: dict[int, ProcStat] | None = None) -> list[ProcStat]:
     return [s for s in (stats or proc_stats()).values() if s.pgrp == pgid]
 
@@ -210,10 +198,6 @@ def ps_snapshot(limit: int = 12) -> list[dict[str, Any]]:
         rows.append({"pid": int(pid), "cpu": int(psr), "pcpu_lifetime": float(pcpu), "elapsed_s": int(etimes),
                      "comm": comm, "cmd": cmdline(int(pid))[:160]})
     return rows
-
-
-def loadavg() -> list[float]:
-    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def wait_quiet(cpus: Sequence[int], max_other: float, max_wait: float, pgid: int | None = None) -> dict[str, Any]:
@@ -251,15 +235,13 @@ class Window:
         self.t0 = time.monotonic()
         self.cores0 = cpu_ticks()
         self.procs0 = proc_stats()
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.children0 = usage.ru_utime + usage.ru_stime
+        self.children0 = children_cpu_s()
 
     def finish(self, server_cpu: int, load_cpu: int) -> dict[str, Any]:
         seconds = time.monotonic() - self.t0
         cores1 = cpu_ticks()
         procs1 = proc_stats()
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wrk_s = usage.ru_utime + usage.ru_stime - self.children0
+        wrk_s = children_cpu_s() - self.children0
         server_ticks = sum(p.ticks - self.procs0[p.pid].ticks if p.pid in self.procs0 else p.ticks
                            for p in group_members(self.pgid, procs1))
         cores: dict[str, float] = {}
@@ -299,58 +281,15 @@ class Window:
 # --------------------------------------------------------------------------- environments
 
 
-def interpreter_info(python: str) -> dict[str, str]:
-    code = ("import json, sys, sysconfig; print(json.dumps({'executable': sys.executable, "
-            "'version': sys.version.split()[0], 'libdir': sysconfig.get_config_var('LIBDIR') or ''}))")
-    result = run_quiet([python, "-c", code])
-    if result.returncode != 0:
-        raise SystemExit(f"{python}: cannot run: {result.stderr.strip()}")
-    info: dict[str, str] = json.loads(result.stdout)
-    return info
-
-
 def package_versions(python: str) -> dict[str, str]:
-    code = ("import json, importlib.metadata as m; names = " + repr(list(KEY_PACKAGES)) + "\n"
-            "out = {}\nfor n in names:\n    try:\n        out[n] = m.version(n)\n"
-            "    except m.PackageNotFoundError:\n        pass\nprint(json.dumps(out))")
-    result = run_quiet([python, "-c", code])
-    versions: dict[str, str] = json.loads(result.stdout) if result.returncode == 0 else {}
-    return versions
+    return common_package_versions(python, KEY_PACKAGES)
 
 
 def ensure_venv(name: str, base_python: str, ort_version: str, cache: Path, rebuild: bool) -> dict[str, Any]:
     """Create (or reuse) .cache/bench/venvs/<name>; returns its description or raises RuntimeError."""
-    venv = cache / "venvs" / name
-    python = venv / "bin" / "python"
-    base = interpreter_info(base_python)
     requirements = [*PEER_REQUIREMENTS[name], f"onnxruntime=={ort_version}"]
-    stamp = {"requirements": requirements, "base_python": base["executable"], "base_version": base["version"]}
-    stamp_file = venv / ".bench-stamp.json"
-    if not rebuild and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and python.exists():
-        return {"path": str(venv), "python": str(python), "reused": True, "install_s": 0.0,
-                "packages": package_versions(str(python)), "libdir": interpreter_info(str(python))["libdir"]}
-    log(f"preparing virtualenv {venv} ({' '.join(requirements)})")
-    started = time.monotonic()
-    shutil.rmtree(venv, ignore_errors=True)
-    install_log = cache / "venvs" / f"{name}.install.log"
-    install_log.parent.mkdir(parents=True, exist_ok=True)
-    with install_log.open("w") as out:
-        steps = [[base["executable"], "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
-                 [str(python), "-c", f"import {PEER_IMPORTS[name]}"]]
-        for argv in steps:
-            out.write(f"$ {shlex.join(argv)}\n")
-            out.flush()
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-            if result.returncode != 0:
-                raise RuntimeError(f"`{shlex.join(argv)}` exited {result.returncode}; last lines of "
-                                   f"{install_log}:\n{tail(install_log, 15)}")
-    freeze = run_quiet([str(python), "-m", "pip", "freeze"]).stdout
-    (venv / "freeze.txt").write_text(freeze)
-    stamp_file.write_text(json.dumps(stamp))
-    return {"path": str(venv), "python": str(python), "reused": False,
-            "install_s": round(time.monotonic() - started, 1), "packages": package_versions(str(python)),
-            "libdir": interpreter_info(str(python))["libdir"]}
+    return common_ensure_venv(cache / "venvs" / name, base_python, requirements, PEER_IMPORTS[name],
+                              package_names=KEY_PACKAGES, rebuild=rebuild)
 
 
 def prepare_model(model: str, mf_python: str, artifacts: Path, work: Path) -> dict[str, Any]:
@@ -824,36 +763,23 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def environment(ctx: dict[str, Any]) -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
     lscpu = run_quiet(["lscpu"]).stdout
     hypervisor = re.search(r"Hypervisor vendor:\s*(.*)", lscpu)
-    mem_kib = int(re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
     wrk_version = run_quiet(["wrk", "-v"])
-    git_commit = run_quiet(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).stdout.strip()
-    serve_dirty = run_quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src/modelfleet/serve"]).stdout
+    wrk_text = wrk_version.stdout + wrk_version.stderr
+    host = host_environment(["src/modelfleet/serve"], dirty_key="serve_dirty")
     return {
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        "cores": os.cpu_count(),
+        **{key: host[key] for key in ("cpu_model", "cores")},
         "virtualization": f"{hypervisor.group(1).strip()} VM" if hypervisor else "bare metal or unknown",
-        "kernel": platform.release(),
-        "memory_gib": round(mem_kib / 2**20, 1),
-        "wrk": (wrk_version.stdout + wrk_version.stderr).splitlines()[0] if wrk_version.stdout + wrk_version.stderr
-        else "?",
+        **{key: host[key] for key in ("kernel", "memory_gib")},
+        "wrk": wrk_text.splitlines()[0] if wrk_text else "?",
         "onnxruntime": ctx["ort_version"],
-        "git": {"commit": git_commit, "serve_dirty": [ln.strip() for ln in serve_dirty.splitlines() if ln.strip()]},
+        "git": host["git"],
         "packages": {"modelfleet": ctx["modelfleet_packages"],
                      **{name: v["packages"] for name, v in ctx["venvs"].items()}},
         "interpreters": {"modelfleet": ctx["modelfleet_interpreter"],
                          **{name: {"python": v["python"], "libdir": v["libdir"]} for name, v in ctx["venvs"].items()}},
     }
-
-
-def default_modelfleet_python() -> str:
-    for candidate in (Path("/work/.venv-dev/bin/python"), ROOT / ".venv" / "bin" / "python"):
-        if candidate.exists():
-            return str(candidate)
-    return "python3"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -900,45 +826,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.server_cpu == args.load_cpu:
         parser.error("--server-cpu and --load-cpu must differ")
     return args
-
-
-@contextlib.contextmanager
-def cores_lock(path: Path, timeout: float) -> Iterator[dict[str, Any]]:
-    """Hold an exclusive flock on path while measuring: benchmarks that pin to cores take turns.
-
-    Any other benchmark can join in: `flock .cache/bench/cores.lock COMMAND`.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with path.open("a") as handle:
-        announced = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() - started > timeout:
-                    raise SystemExit(f"another benchmark held {path} for {timeout:.0f} s; giving up") from None
-                if not announced:
-                    log(f"another benchmark holds {path}; waiting (up to {timeout:.0f} s)")
-                    announced = True
-                time.sleep(1.0)
-        try:
-            yield {"path": str(path), "waited_s": round(time.monotonic() - started, 1)}
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

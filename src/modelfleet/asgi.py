@@ -1,13 +1,43 @@
-"""Small pieces shared by modelfleet's plain ASGI applications (model server, drift exporter, retraining hook)."""
+"""The one home of modelfleet's ASGI plumbing (model server, drift exporter, retraining hook).
+
+The applications are plain ASGI callables; what they share lives here: the ASGI types, the
+:class:`Application` base (lifespan, dispatch, early replies), the lifespan loop, one-piece responses
+and JSON errors (``{"error": message}``), method checks, and reading a bounded request body.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+import orjson
+
+Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+
+async def lifespan(receive: Receive, send: Send, startup: Callable[[], Awaitable[None]],
+                   shutdown: Callable[[], Awaitable[None]]) -> None:
+    """Answer the lifespan protocol: ``startup`` then ``shutdown``; a failed startup is reported, not raised."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await startup()
+            except Exception as exc:
+                log.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def send_response(send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
@@ -16,6 +46,59 @@ async def send_response(send: Send, status: int, body: bytes, content_type: byte
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+def error_body(message: str) -> bytes:
+    """The JSON body of every error answer: ``{"error": message}``."""
+    return orjson.dumps({"error": message})
+
+
+async def send_error(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer with ``status`` and :func:`error_body`."""
+    await send_response(send, status, error_body(message), headers=headers)
+
+
+class Reply(Exception):  # noqa: N818 - control flow, not an error
+    """An early error answer, raised anywhere below an application's router and sent by the application."""
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, list(headers)
+
+
+class Application:
+    """Base of modelfleet's ASGI applications: lifespan -> :meth:`startup` / :meth:`shutdown`; each HTTP
+    request -> :meth:`route`, whose :class:`Reply` is answered by :meth:`reply`; other scopes are ignored."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send, self.startup, self.shutdown)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self.route(scope, receive, send)
+        except Reply as reply:
+            await self.reply(scope, send, reply)
+
+    async def startup(self) -> None:
+        """Called once before the first request."""
+
+    async def shutdown(self) -> None:
+        """Called once when the server stops."""
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    async def reply(self, scope: Scope, send: Send, reply: Reply) -> None:
+        """Answer an early :class:`Reply` (a JSON error)."""
+        await send_error(send, reply.status, reply.message, reply.headers)
+
+
+def allow(method: str, allowed: str) -> None:
+    """Raise a 405 :class:`Reply` unless ``method`` is ``allowed`` (``HEAD`` goes with ``GET``)."""
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise Reply(405, f"method {method} not allowed here; use {allowed}", [(b"allow", allowed.encode())])
 
 
 class BodyError(Exception):

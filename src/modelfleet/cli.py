@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from modelfleet import __version__
-from modelfleet.errors import ModelfleetError
+from modelfleet.errors import UsageError
+from modelfleet.exitcodes import run_handler
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -53,7 +54,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from modelfleet.serve.app import ServerSettings
+    from modelfleet.serve.dataplane import ServerSettings
     from modelfleet.serve.main import run
     from modelfleet.serve.runtime import RuntimeOptions
     from modelfleet.spec import Serving, load_spec
@@ -63,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     providers = args.providers.split(",") if args.providers else list(serving.providers)
     unknown = sorted(set(providers) - {"tensorrt", "cuda", "cpu"})
     if unknown:
-        raise SystemExit(f"modelfleet serve: error: unknown provider(s) {unknown}; use tensorrt, cuda, cpu")
+        raise UsageError(f"unknown provider(s) {unknown}; use tensorrt, cuda, cpu")
     runtime = RuntimeOptions(
         providers=providers,  # checked above
         optimization=args.optimization, intra_op_threads=args.threads, device_id=args.device_id,
@@ -205,14 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status follows :mod:`modelfleet.exitcodes` (0 ok, 1 failure, 2 usage/input)."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except ModelfleetError as exc:
-        print(f"modelfleet: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_handler(f"modelfleet {args.command}", args.handler, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,3 +35,7 @@ class ValidationError(ModelfleetError):
 
 class ArtifactError(ModelfleetError):
     """An artifact directory is missing, corrupted, or conflicts with what is being built."""
+
+
+class UsageError(ModelfleetError):
+    """A command-line setting that cannot be used (exit status 2, like argparse's own usage errors)."""

@@ -21,11 +21,10 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelfleet.durations import parse_duration  # also modelfleet.spec.parse_duration, as before
 from modelfleet.errors import SpecError
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _TYPE_TAGS = frozenset({"int", "str", "float", "bool"})
 _QUANTITY = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
@@ -57,20 +56,6 @@ class Datatype(StrEnum):
     FP32 = "FP32"
     FP64 = "FP64"
     BYTES = "BYTES"
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in ``"250ms"``, ``"60s"``, ``"5m"``, ``"1h"`` (a bare number is seconds)."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        match = _DURATION.match(text.strip())
-        if not match:
-            raise ValueError(f"{text!r} is not a duration like 250ms, 60s, 5m or 1h")
-        seconds = float(match["n"]) * _DURATION_SECONDS[match["unit"]]
-    if seconds <= 0:
-        raise ValueError("must be a positive duration")
-    return seconds
 
 
 def parse_quantity(text: str | int) -> int:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from harness import free_port, load_example, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelfleet.convert import build_artifact
@@ -46,11 +45,7 @@ def build_artifacts(trained_examples: Path, root: Path) -> Path:
 
 def train_module(trained_examples: Path) -> ModuleType:
     """examples/credit-risk/train.py of the trained copy (for ``generate``)."""
-    spec = importlib.util.spec_from_file_location("credit_risk_train", trained_examples / MODEL / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(trained_examples / MODEL / "train.py")
 
 
 @dataclass
@@ -90,12 +85,6 @@ def spool_traffic(spool: Path, artifacts: Path, generate: Callable[..., Any], *,
     return Traffic(ids, rows_per_record, x, y, label), writer
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Daemon:
     """``modelfleet drift-exporter`` as a real process on 127.0.0.1."""
 
@@ -117,7 +106,7 @@ class Daemon:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_for(lambda: self._ready(), timeout, f"the exporter to answer on {self.url} (log {self.log})")
+        wait_for(lambda: self._ready(), timeout, what=f"the exporter to answer on {self.url} (log {self.log})")
         return self
 
     def _ready(self) -> bool:
@@ -175,18 +164,6 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.get((name, tuple(sorted(labels.items()))))
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 def rows_in(daemon: Daemon, expected: float, version: str = "1", window: str = "10m", timeout: float = 20.0) -> None:
     """Wait until the window holds ``expected`` rows."""
     last: list[float | None] = [None]
@@ -196,6 +173,6 @@ def rows_in(daemon: Daemon, expected: float, version: str = "1", window: str = "
         return last[0] == expected
 
     try:
-        wait_for(reached, timeout, f"{expected} rows in window {window} of version {version}")
+        wait_for(reached, timeout, what=f"{expected} rows in window {window} of version {version}")
     except AssertionError as error:
         raise AssertionError(f"{error} (last seen {last[0]})") from None

@@ -17,24 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from harness import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 HOST = "127.0.0.1"
 _LISTENING = re.compile(rb"running on http://127\.0\.0\.1:(\d+)")
 T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.01,
-             what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import ansible_env
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def ansible_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+@pytest.fixture(scope="module", name="ansible_env")
+def ansible_env_fixture() -> dict[str, str]:
     """Environment in which FQCNs resolve to this checkout as the collection modelfleet.serving."""
-    collections = tmp_path_factory.mktemp("collections")
-    link = collections / "ansible_collections" / "modelfleet" / "serving"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPO)
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_STDOUT_CALLBACK": "json",
-            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    return ansible_env()
 
 
 def _playbook(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:

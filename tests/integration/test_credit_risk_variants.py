@@ -5,13 +5,13 @@ production-like rows (``generate(2000, seed=99)``) against v1's artifact.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from harness import load_example
 
 from modelfleet.convert import build_artifact
 from modelfleet.spec import ModelSpec, load_spec
@@ -27,13 +27,7 @@ PRODUCTION_ROWS, PRODUCTION_SEED = 2000, 99
 @pytest.fixture(scope="module")
 def variants(trained_examples: Path) -> ModuleType:
     """variants.py of the trained examples copy (v1's model.joblib and data beside it)."""
-    spec = importlib.util.spec_from_file_location(
-        "credit_risk_variants", trained_examples / "credit-risk" / "variants.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(trained_examples / "credit-risk" / "variants.py")
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,11 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from drift_daemon import Daemon, free_port, train_module, value
+from drift_daemon import Daemon, train_module, value
+from harness import Prometheus, free_port, need, wait_for
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
-from serverkit import Server, request, wait_for
+from serverkit import Server, request
 
 from modelfleet.convert import build_artifact
 from modelfleet.spec import load_spec
@@ -49,9 +50,6 @@ DASHBOARDS = REPO / "monitoring" / "dashboards"
 GENERATOR = DASHBOARDS / "generate.py"
 RULES = REPO / "monitoring" / "rules"
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboards"
-PROMETHEUS = Path("/usr/bin/prometheus")
-HAPROXY = Path("/usr/sbin/haproxy")
-NODE_EXPORTER = Path("/usr/bin/prometheus-node-exporter")
 EXPECTED_FILES = {"serving.json", "drift.json", "gpu.json", "rollout.json"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 PANEL_TYPES = {"timeseries", "stat", "state-timeline", "bargauge", "table", "heatmap"}
@@ -314,70 +312,8 @@ def test_uids_and_titles_are_unique() -> None:
 # --- a real Prometheus -----------------------------------------------------------------------------------------
 
 
-class Prometheus:
-    """``prometheus`` on 127.0.0.1 with its own config and storage."""
-
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.log = workdir / "prometheus.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(PROMETHEUS),
-                    f"--config.file={self.config}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._ready, 30, what=f"Prometheus to be ready (log {self.log})")
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def api(self, path: str, **params: str) -> tuple[int, dict[str, Any]]:
-        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        status, body = self.api("query", query=expr)
-        assert status == 200 and body["status"] == "success", (expr, body)
-        return list(body["data"]["result"])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def need(path: Path, package: str) -> None:
-    if not path.exists():
-        pytest.fail(f"{path} is missing: install the Debian package {package} (scripts/bootstrap-apt.sh)")
-
-
 @pytest.fixture(scope="module")
 def bare_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    need(PROMETHEUS, "prometheus")
     server = Prometheus(tmp_path_factory.mktemp("prometheus-bare"), {"global": {"scrape_interval": "1m"}})
     yield server
     server.stop()
@@ -548,12 +484,9 @@ def rollout_textfile() -> str:
 def fleet(
     credit_risk_artifact: Path, rollout_textfile: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    for path, package in (
-        (PROMETHEUS, "prometheus"),
-        (HAPROXY, "haproxy"),
-        (NODE_EXPORTER, "prometheus-node-exporter"),
-    ):
-        need(path, package)
+    haproxy_bin = need("haproxy", "haproxy")
+    node_exporter = need("prometheus-node-exporter", "prometheus-node-exporter")
+    need("prometheus", "prometheus")
     work = tmp_path_factory.mktemp("dashboard-fleet")
     examples = credit_risk_artifact.parents[2] / "examples"
     train: ModuleType = train_module(examples)
@@ -582,8 +515,8 @@ def fleet(
             f"  server blue 127.0.0.1:{servers['v1'].port} weight 90 check inter 1s\n"
             f"  server green 127.0.0.1:{servers['v2'].port} weight 10 check inter 1s\n"
         )
-        assert subprocess.run([str(HAPROXY), "-c", "-f", str(config)], capture_output=True, timeout=30).returncode == 0
-        haproxy = start_process([str(HAPROXY), "-db", "-f", str(config)], work / "haproxy.log")
+        assert subprocess.run([haproxy_bin, "-c", "-f", str(config)], capture_output=True, timeout=30).returncode == 0
+        haproxy = start_process([haproxy_bin, "-db", "-f", str(config)], work / "haproxy.log")
         stack.callback(stop_process, haproxy)
         wait_for(
             answers(f"http://127.0.0.1:{router_metrics}/metrics", haproxy, work / "haproxy.log"),
@@ -597,7 +530,7 @@ def fleet(
         node_port = free_port()
         node = start_process(
             [
-                str(NODE_EXPORTER),
+                node_exporter,
                 f"--web.listen-address=127.0.0.1:{node_port}",
                 f"--collector.textfile.directory={textfiles}",
             ],

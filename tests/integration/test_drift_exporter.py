@@ -14,14 +14,14 @@ from types import ModuleType
 import numpy as np
 import orjson
 import pytest
-from drift_daemon import MODEL, Daemon, rows_in, spool_traffic, value, wait_for
+from drift_daemon import MODEL, Daemon, rows_in, spool_traffic, value
+from harness import wait_for
 
 from modelfleet.spool.record import Tensor, encode, segment_name, segment_sequence
 
 pytestmark = pytest.mark.integration
 FEATURES = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "utilization", "region", "employment"]
 SHIFTED = {"income", "utilization"}
-PROMTOOL = Path("/usr/bin/promtool")
 
 
 def _start(daemons: list[Daemon], spool: Path, artifacts: Path, state: Path, *extra: str) -> Daemon:
@@ -31,7 +31,7 @@ def _start(daemons: list[Daemon], spool: Path, artifacts: Path, state: Path, *ex
 
 
 def test_drift_on_shifted_features_only_and_promtool_clean(artifacts: Path, train: ModuleType, tmp_path: Path,
-                                                           daemons: list[Daemon]) -> None:
+                                                           daemons: list[Daemon], promtool: str) -> None:
     spool = tmp_path / "spool"
     spool_traffic(spool, artifacts, train.generate, records=300, rows_per_record=4, shift=1.0)
     daemon = _start(daemons, spool, artifacts, tmp_path / "state")
@@ -64,12 +64,8 @@ def test_drift_on_shifted_features_only_and_promtool_clean(artifacts: Path, trai
     for line in text.splitlines():
         if line.startswith("modelfleet_feature_") or line.startswith("modelfleet_window_"):
             assert re.search(r'model="credit-risk".*version="1"', line) and 'window="' in line, line
-    if PROMTOOL.exists():
-        checked = subprocess.run([str(PROMTOOL), "check", "metrics"], input=text.encode(), capture_output=True,
-                                 timeout=30)
-        assert checked.returncode == 0 and not checked.stdout and not checked.stderr, checked
-    else:  # pragma: no cover - CI has promtool
-        pytest.skip("promtool not installed")
+    checked = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    assert checked.returncode == 0 and not checked.stdout and not checked.stderr, checked
 
 
 def test_restart_and_kill9_count_every_record_once(artifacts: Path, train: ModuleType, tmp_path: Path,
@@ -93,7 +89,7 @@ def test_restart_and_kill9_count_every_record_once(artifacts: Path, train: Modul
     # kill -9 while a large backlog is being read (rotating segments), checkpointing every 0.5 s.
     spool_traffic(spool, artifacts, train.generate, records=3000, seed=2, prefix="b", segment_bytes=64 << 10)
     wait_for(lambda: (value(second.metrics(), "modelfleet_drift_records_read_total", model=MODEL, version="1")
-                      or 0) > 200, 20, "reading of the backlog to start")
+                      or 0) > 200, 20, what="reading of the backlog to start")
     second.kill()  # typically ~2000 of the 3000 read, some of them after the last checkpoint
 
     third = _start(daemons, spool, artifacts, state)
@@ -164,7 +160,7 @@ def test_new_versions_are_picked_up_without_restart(artifacts: Path, train: Modu
 
     spool_traffic(spool, artifacts, train.generate, version="2", records=30, seed=9)
     wait_for(lambda: value(daemon.metrics(), "modelfleet_drift_version_loaded", model=MODEL, version="2") == 0,
-             10, "version 2 to be reported without an artifact")
+             10, what="version 2 to be reported without an artifact")
     health = orjson.loads(daemon.request("GET", "/healthz")[1])
     assert f"{MODEL}/2" in health["not_watched"] and health["watching"] == [f"{MODEL}/1"]
 

@@ -15,7 +15,8 @@ import bcrypt
 import numpy as np
 import orjson
 import pytest
-from drift_daemon import MODEL, Daemon, rows_in, spool_traffic, value, wait_for
+from drift_daemon import MODEL, Daemon, rows_in, spool_traffic, value
+from harness import wait_for
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 pytestmark = pytest.mark.integration
@@ -64,8 +65,8 @@ def test_labels_join_late_and_unmatched_and_quality_matches_sklearn(artifacts: P
     early, _ = spool_traffic(spool, artifacts, train.generate, records=1, prefix="early", seed=6)
     truth.append(1)
     predicted.append(int(early.predicted[0]))
-    wait_for(lambda: _outcome(daemon, "joined_after_wait") == 1, 10, "the early label to join")
-    wait_for(lambda: _outcome(daemon, "joined") == 150, 10, "the labels file to be read")
+    wait_for(lambda: _outcome(daemon, "joined_after_wait") == 1, 10, what="the early label to join")
+    wait_for(lambda: _outcome(daemon, "joined") == 150, 10, what="the labels file to be read")
 
     metrics = daemon.metrics()
     window = {"model": MODEL, "version": "1", "window": "10m"}
@@ -82,7 +83,7 @@ def test_labels_join_late_and_unmatched_and_quality_matches_sklearn(artifacts: P
     assert value(metrics, "modelfleet_labels_total", outcome="malformed") == 1
 
     # After the TTL: the unknown label is unmatched, and a label for an expired prediction is late.
-    wait_for(lambda: _outcome(daemon, "unmatched") == 1, 15, "the unknown label to expire")
+    wait_for(lambda: _outcome(daemon, "unmatched") == 1, 15, what="the unknown label to expire")
     assert _post(daemon, {"id": "s40", "label": 0})[1]["outcomes"] == {"late": 1}
     metrics = daemon.metrics()
     assert value(metrics, "modelfleet_labels_pending", kind="labels") == 0

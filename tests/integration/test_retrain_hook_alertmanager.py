@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from harness import Prometheus, free_port, need, tool_path, wait_for
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -26,38 +25,19 @@ from prometheus_client.registry import Collector
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
+ALERTMANAGER = tool_path("prometheus-alertmanager")
+PROMTOOL = tool_path("promtool")
+AMTOOL = tool_path("amtool")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not all(Path(p).exists() for p in (PROMETHEUS, ALERTMANAGER, PROMTOOL, AMTOOL)),
-        reason="needs prometheus, prometheus-alertmanager, promtool and amtool (make bootstrap)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@pytest.fixture(autouse=True, scope="module")
+def _tools() -> None:
+    for name, package in (("prometheus", "prometheus"), ("prometheus-alertmanager", "prometheus-alertmanager"),
+                          ("promtool", "prometheus"), ("amtool", "prometheus-alertmanager")):
+        need(name, package)
 
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except OSError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def get_json(url: str) -> Any:
@@ -133,6 +113,10 @@ class Processes:
         log.close()
         self.running.append((name, process))
         return process
+
+    def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Stop ``process``, started elsewhere, with the others."""
+        self.running.append((name, process))
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
@@ -262,31 +246,28 @@ def test_a_drift_alert_reaches_the_retraining_command(tmp_path: Path, inventory:
         checked = subprocess.run([PROMTOOL, "check", "config", str(prom_config)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "1 rules found" in checked.stdout
-        processes.start(
-            "prometheus",
-            PROMETHEUS,
-            f"--config.file={prom_config}",
-            f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--rules.alert.resend-delay=1s",
-        )
+        server = Prometheus(tmp_path / "prometheus", prom_config, port=prometheus_port,
+                            args=["--rules.alert.resend-delay=1s"])
+        processes.adopt("prometheus", server.process)
 
-        prometheus = f"http://127.0.0.1:{prometheus_port}"
-        wait_for("the hook", lambda: get_json(f"http://127.0.0.1:{hook_port}/healthz")["status"] == "ok")
+        prometheus = server.url
+        wait_for(lambda: get_json(f"http://127.0.0.1:{hook_port}/healthz")["status"] == "ok", 30, what="the hook")
         wait_for(
-            "Alertmanager",
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{alertmanager_port}/-/ready", timeout=2).status == 200,
+            30,
+            what="Alertmanager",
         )
         wait_for(
-            "Prometheus to find Alertmanager",
             lambda: get_json(f"{prometheus}/api/v1/alertmanagers")["data"]["activeAlertmanagers"],
+            30,
+            what="Prometheus to find Alertmanager",
         )
 
         def drift_target_up() -> bool:
             result = get_json(f'{prometheus}/api/v1/query?query=up{{job="modelfleet-drift"}}')["data"]["result"]
             return bool(result) and result[0]["value"][1] == "1" and result[0]["metric"]["host"] == "serving-1"
 
-        wait_for("the first scrape of the exporter", drift_target_up)
+        wait_for(drift_target_up, 30, what="the first scrape of the exporter")
         assert not received.exists()
 
         # Drift on two features of credit-risk v3.
@@ -296,7 +277,7 @@ def test_a_drift_alert_reaches_the_retraining_command(tmp_path: Path, inventory:
         def fired() -> dict[str, Any] | None:
             return json.loads(received.read_text()) if received.exists() else None
 
-        document = wait_for("the retraining command", fired, timeout=60, interval=0.02)
+        document = wait_for(fired, 60, what="the retraining command", interval=0.02)
         latency = time.monotonic() - flipped
     finally:
         exporter.shutdown()

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from harness import Prometheus, need
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from modelfleet.rollout.decision import Phase
@@ -47,8 +45,6 @@ from modelfleet.serve.metrics import ServerMetrics
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 HOSTS = ("h1", "h2")
 INTERVAL = 5.0
 RATE = 100.0  # requests per second per target
@@ -148,12 +144,6 @@ SCENARIOS = [
     Scenario("restarted"),
     Scenario("drifted", psi={"age": 0.04, "income": 0.6}),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -266,8 +256,7 @@ def _run_scenario(fleet: Fleet, scenario: Scenario, state_dir: Path) -> list[Out
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus is not installed")
+    need("prometheus", "prometheus")
     tmp = tmp_path_factory.mktemp("rollout-prometheus")
     targets = {
         (s.model, v, h): Target(s.model, v, h, s.canary if v == "2" else Behaviour()).start()
@@ -294,23 +283,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             {"job_name": "modelfleet-drift", "honor_labels": True, "static_configs": drift_targets},
         ],
     }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        PROMETHEUS,
-        f"--config.file={tmp / 'prometheus.yml'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        f"--storage.tsdb.path={tmp / 'data'}",
-        "--log.level=warn",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(tmp / "prometheus.log").open("w"))
-    fleet = Fleet(url, targets, rule_files)
+    prometheus = Prometheus(tmp, config)
+    fleet = Fleet(prometheus.url, targets, rule_files)
     try:
         deadline = time.monotonic() + 30
         expected = len(targets) + len(drift)
         while True:
-            assert process.poll() is None, (tmp / "prometheus.log").read_text()
+            assert prometheus.process.poll() is None, prometheus.log.read_text()
             try:
                 up = fleet.instant("count(up == 1)")
                 # Two scrapes of every target: counters have a rate before the first window starts.
@@ -334,8 +313,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield fleet
     finally:
         stop.set()
-        process.terminate()
-        process.wait(timeout=30)
+        prometheus.stop()
         # Each server's shutdown waits out its poll interval: stop them all at once.
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(Target.stop, targets.values()))
@@ -427,9 +405,9 @@ def test_drifted_canary_fails_the_psi_gate(fleet: Fleet) -> None:
     assert "'income'" in gates["drift_psi"]["detail"]
 
 
-def test_recording_rules_agree_with_the_gates(fleet: Fleet) -> None:
+def test_recording_rules_agree_with_the_gates(fleet: Fleet, promtool: str) -> None:
     for rules in fleet.rule_files:
-        done = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
     erroring = fleet.instant('model_version:modelfleet_error_ratio:rate1m{model="erroring",version="2"}')
     healthy = fleet.instant('model_version:modelfleet_error_ratio:rate1m{model="healthy",version="2"}')

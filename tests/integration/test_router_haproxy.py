@@ -30,17 +30,22 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
-from serverkit import Server, wait_for
+from harness import ansible_env, free_port, need, tool_path, wait_for
+from serverkit import Server
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "router"
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+HAPROXY = tool_path("haproxy")
 HOST = "127.0.0.1"
 
-if not Path(HAPROXY).exists() or not shutil.which("socat"):
-    pytest.skip("needs HAProxy and socat: apt-get install -y haproxy socat", allow_module_level=True)
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools() -> None:
+    need("haproxy", "haproxy")
+    need("socat", "socat")
+
 
 # A slot: answers the health checks and inference requests, optionally slowly, names itself in its answers.
 SLOT_SERVER = textwrap.dedent(
@@ -88,12 +93,6 @@ SLOT_SERVER = textwrap.dedent(
     Server(("127.0.0.1", port), Handler).serve_forever()
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Slot:
@@ -328,29 +327,9 @@ class Load:
 
 
 @pytest.fixture(scope="module")
-def collections_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    collections = tmp_path_factory.mktemp("collections")
-    link = collections / "ansible_collections" / "modelfleet" / "serving"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPO)
-    return collections
-
-
-@pytest.fixture(scope="module")
-def ansible(collections_dir: Path) -> Callable[..., dict[str, Any]]:
+def ansible() -> Callable[..., dict[str, Any]]:
     """``ansible(args, *flags)``: the module through `ansible localhost -m modelfleet.serving.router_weight`."""
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "ANSIBLE_COLLECTIONS_PATH": str(collections_dir),
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
-    }
+    env = ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     command = shutil.which("ansible", path=env["PATH"]) or "ansible"
 
     def run(args: dict[str, Any], *flags: str) -> dict[str, Any]:
@@ -367,12 +346,12 @@ def ansible(collections_dir: Path) -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def module_direct(collections_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, Any]]:
+def module_direct(collections_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, Any]]:
     """The module run directly (`python router_weight.py args.json`): what the AnsiballZ payload does on a host,
     without Ansible's own start-up, for timing the weight change itself."""
     argsdir = tmp_path_factory.mktemp("module-args")
-    env = {**os.environ, "PYTHONPATH": str(collections_dir)}
-    script = collections_dir / "ansible_collections/modelfleet/serving/plugins/modules/router_weight.py"
+    env = {**os.environ, "PYTHONPATH": str(collections_root)}
+    script = collections_root / "ansible_collections/modelfleet/serving/plugins/modules/router_weight.py"
 
     def run(args: dict[str, Any]) -> dict[str, Any]:
         argfile = argsdir / f"{time.monotonic_ns()}.json"
@@ -662,10 +641,7 @@ def test_reload_and_restart_keep_runtime_weights(
     assert_share(router.split("credit-risk", 500), "green", 0.80)
 
 
-def test_prometheus_endpoint_passes_promtool(fleet: Callable[..., Any]) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool missing (apt-get install prometheus)")
+def test_prometheus_endpoint_passes_promtool(fleet: Callable[..., Any], promtool: str) -> None:
     router, _ = fleet(["credit-risk"], {("credit-risk", "blue"): 0.0})
     router.wait_up("credit-risk", "blue")
     router.split("credit-risk", 10)

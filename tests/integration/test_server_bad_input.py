@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serverkit import Server, StartServer, raw_exchange, request, tensor, wait_for
+from harness import wait_for
+from serverkit import Server, StartServer, raw_exchange, request, tensor
 
 pytestmark = pytest.mark.integration
 

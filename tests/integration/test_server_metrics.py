@@ -85,19 +85,19 @@ def test_every_sample_carries_model_and_version(exercised: Server) -> None:
             assert sample.labels.get("model") == "credit-risk" and sample.labels.get("version") == "1", sample
 
 
-def test_promtool_check_metrics_is_clean(exercised: Server) -> None:
+def test_promtool_check_metrics_is_clean(exercised: Server, promtool: str) -> None:
     exposition = exercised.get("/metrics")
     assert exposition.headers["content-type"].startswith("text/plain; version=")
-    checked = subprocess.run(["promtool", "check", "metrics"], input=exposition.body, capture_output=True,
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition.body, capture_output=True,
                              timeout=30, check=False)
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     assert checked.stdout.strip() == b"" and checked.stderr.strip() == b""
 
 
-def test_promtool_rejects_what_it_should(tmp_path: Path) -> None:
+def test_promtool_rejects_what_it_should(tmp_path: Path, promtool: str) -> None:
     """The check above can fail: promtool flags the Triton unit spelling that the server avoids."""
     bad = b"# HELP nv_inference_request_duration_us x\n# TYPE nv_inference_request_duration_us counter\n" \
           b'nv_inference_request_duration_us{model="m"} 1\n'
-    checked = subprocess.run(["promtool", "check", "metrics"], input=bad, capture_output=True, timeout=30,
+    checked = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True, timeout=30,
                              check=False)
     assert checked.returncode != 0

@@ -7,17 +7,20 @@ import asyncio
 import json
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from serverkit import Response, Server, StartServer, tensor, wait_for
+from harness import wait_for
+from serverkit import Response, Server, StartServer, tensor
 
 from modelfleet.serve.app import ModelServer, ServerSettings
-from modelfleet.serve.runtime import ModelRuntime
+from modelfleet.serve.dataplane import DataPlane, InferResponse
+from modelfleet.serve.protocol import InferRequest, ProtocolError, parse_infer_request
+from modelfleet.serve.runtime import ModelRuntime, TensorInfo
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +120,7 @@ def test_readiness_waits_for_warm_up_inferences(typed_artifact: Path, monkeypatc
 
     async def scenario() -> None:
         server = ModelServer(ServerSettings(artifact=typed_artifact))
-        await server.startup()
+        await server.plane.startup()
         assert await asyncio.to_thread(entered.wait, 30)
         assert await _asgi_get(server, "/v2/health/ready") == (503, {"ready": False, "reason": "warming up"})
         status, body = await _asgi_get(server, "/v2/models/typed/ready")
@@ -130,7 +133,7 @@ def test_readiness_waits_for_warm_up_inferences(typed_artifact: Path, monkeypatc
             await asyncio.sleep(0.01)
         assert await _asgi_get(server, "/v2/health/ready") == (200, {"ready": True})
         assert batch_sizes == [1, 2, 4, 8, 16, 32, 64]  # every batch size the batcher forms, before ready
-        await server.shutdown()
+        await server.plane.shutdown()
 
     asyncio.run(scenario())
 
@@ -143,15 +146,15 @@ def test_failed_warm_up_means_not_ready(typed_artifact: Path, monkeypatch: pytes
 
     async def scenario() -> None:
         server = ModelServer(ServerSettings(artifact=typed_artifact))
-        await server.startup()
+        await server.plane.startup()
         for _ in range(3000):
-            if server.state == "failed":
+            if server.plane.state == "failed":
                 break
             await asyncio.sleep(0.01)
         status, body = await _asgi_get(server, "/v2/health/ready")
         assert status == 503
         assert body["reason"] == "warm-up inference with 1 row(s) failed: CUDA error: out of memory"
-        await server.shutdown()
+        await server.plane.shutdown()
 
     asyncio.run(scenario())
 
@@ -211,3 +214,43 @@ def test_full_queue_answers_503_with_retry_after(start_server: StartServer, slow
     metrics = server.metrics()
     assert metrics.value("nv_inference_request_failure_total", reason="queue_full") == 4
     assert metrics.value("nv_inference_request_success_total") == 3
+
+
+def test_the_data_plane_serves_without_http(typed_artifact: Path) -> None:
+    """What a gRPC front end or a function handler does: decode, DataPlane.infer, encode — no ASGI."""
+
+    async def scenario() -> None:
+        plane = DataPlane(ServerSettings(artifact=typed_artifact))
+        request = {"id": "r1", "inputs": [
+            tensor("x", "FP32", [[1.5, -2.25, 3.0]], [1, 3]), tensor("d", "FP64", [0.1, 2.0], [1, 2]),
+            tensor("h", "FP16", [0.5, 1.5], [1, 2]), tensor("i", "INT32", [3, -5], [1, 2]),
+            tensor("u", "UINT8", [7], [1]), tensor("b", "BOOL", [True], [1]), tensor("s", "BYTES", ["a"], [1])]}
+
+        async def decode(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
+                         max_batch: int | None) -> InferRequest:
+            return parse_infer_request(json.dumps(request).encode(), inputs, outputs, max_batch)
+
+        answers: list[InferResponse] = []
+
+        async def respond(response: InferResponse) -> None:
+            answers.append(response)
+
+        with pytest.raises(ProtocolError) as refused:
+            await plane.infer(decode, respond)
+        assert refused.value.status == 503 and refused.value.message.startswith("model not ready")
+        await plane.startup()
+        for _ in range(3000):
+            if plane.ready:
+                break
+            await asyncio.sleep(0.01)
+        await plane.infer(decode, respond)
+        (answer,) = answers
+        assert (answer.model, answer.version, answer.id) == ("typed", "1", "r1")
+        assert plane.runtime is not None and answer.names == plane.runtime.output_names
+        assert [a.shape[0] for a in answer.arrays] == [1] * len(answer.names)
+        labels = {"model": "typed", "version": "1"}
+        assert plane.registry.get_sample_value("nv_inference_request_success_total", labels) == 1
+        assert plane.in_flight == 0
+        await plane.shutdown()
+
+    asyncio.run(scenario())

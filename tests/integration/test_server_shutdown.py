@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serverkit import Response, Server, StartServer, request, spool_lines, tensor, wait_for
+from harness import wait_for
+from serverkit import Response, Server, StartServer, request, spool_lines, tensor
 
 from modelfleet.spool.record import decode
 

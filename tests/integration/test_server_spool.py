@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serverkit import Server, StartServer, spool_lines, tensor, wait_for
+from harness import wait_for
+from serverkit import Server, StartServer, spool_lines, tensor
 
 from modelfleet.spool.record import decode, segment_sequence
 

@@ -13,9 +13,7 @@ the one on PATH. Without it these tests fail: they are never skipped.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,17 +115,6 @@ def _coverage() -> Coverage:
 
 
 COVERAGE = _coverage()
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    found = os.environ.get("PROMTOOL") or shutil.which("promtool")
-    if not found:
-        pytest.fail(
-            "promtool is not installed: the monitoring rules cannot be checked. Install the Debian package "
-            "'prometheus' (it ships /usr/bin/promtool; make bootstrap does it) or set PROMTOOL=/path/to/it."
-        )
-    return found
 
 
 def _run(promtool: str, *args: str) -> None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import http.server
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -554,13 +553,12 @@ def test_oversized_notifications_get_413(app: HookApp) -> None:
     assert app.hook.registry.get_sample_value("modelfleet_retrain_notifications_total", {"code": "413"}) == 2
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
-def test_metrics_are_promtool_clean(hook: RetrainHook) -> None:
+def test_metrics_are_promtool_clean(hook: RetrainHook, promtool: str) -> None:
     submit(hook, drift(), alert(alertname="X", retrain="true"))
     app = HookApp(hook)
     status, exposed = call(app, "GET", "/metrics")
     assert status == 200
-    checked = subprocess.run(["promtool", "check", "metrics"], input=exposed, capture_output=True, check=False)
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposed, capture_output=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert b"modelfleet_retrain_requests_total" in exposed
 
@@ -652,7 +650,7 @@ def test_bad_settings_stop_the_command_with_a_message(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (modelfleet.exitcodes)
     assert "is not an http(s) URL" in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "modelfleet.alerting", "--command", "unbalanced 'quote"],
@@ -661,5 +659,5 @@ def test_bad_settings_stop_the_command_with_a_message(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (modelfleet.exitcodes)
     assert "No closing quotation" in result.stderr

@@ -6,7 +6,6 @@ import base64
 import contextlib
 import json
 import math
-import socket
 import threading
 import time
 import urllib.parse
@@ -15,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from harness import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -132,9 +132,7 @@ def test_unusable_answers(api: FakeApi, body: bytes, message: str) -> None:
 
 
 def test_unreachable_prometheus() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with pytest.raises(PrometheusError, match="unreachable") as info:
         PrometheusClient(f"http://127.0.0.1:{port}", timeout=2).query("up", 1)
     assert info.value.unreachable

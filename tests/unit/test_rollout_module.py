@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules" / "model_rollout.py"
@@ -28,15 +28,6 @@ rollout:
   gates: {error_rate: 0.02, p99_latency_ms: 80, drift_psi: 0.25}
 drift: {windows: [1h, 10m]}
 """
-
-
-@pytest.fixture(scope="module")
-def collections_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("collections")
-    link = root / "ansible_collections" / "modelfleet" / "serving"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPO)
-    return root
 
 
 @pytest.fixture
@@ -96,9 +87,7 @@ def test_start_check_then_start_then_resume(collections_root: Path, tmp_path: Pa
 
 
 def test_analyze_check_mode_and_unreachable_prometheus(collections_root: Path, tmp_path: Path, spec: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     state_dir = str(tmp_path / "state")
     run_module(
         collections_root,

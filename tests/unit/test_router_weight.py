@@ -6,7 +6,6 @@ The fake speaks the subset of the runtime API the module uses, with HAProxy 2.6'
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import json
@@ -22,15 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import collection_root
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Make this checkout importable as ansible_collections.modelfleet.serving (what `make collection` does for ansible).
-_COLLECTIONS = Path(tempfile.mkdtemp(prefix="modelfleet-collections-"))
-atexit.register(shutil.rmtree, _COLLECTIONS, True)
-(_COLLECTIONS / "ansible_collections" / "modelfleet").mkdir(parents=True)
-(_COLLECTIONS / "ansible_collections" / "modelfleet" / "serving").symlink_to(REPO)
-sys.path.insert(0, str(_COLLECTIONS))
+sys.path.insert(0, str(collection_root()))
 
 from ansible.module_utils import basic  # noqa: E402
 from ansible_collections.modelfleet.serving.plugins.module_utils import haproxy_runtime  # noqa: E402

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelfleet.serve.protocol import ProtocolError, encode_infer_response, error_body, parse_infer_request
+from modelfleet.asgi import error_body
+from modelfleet.serve.protocol import ProtocolError, encode_infer_response, parse_infer_request
 from modelfleet.serve.runtime import TensorInfo
 from modelfleet.spec import Datatype
 

@@ -147,13 +147,13 @@ def test_the_provider_in_use_is_a_metric_label_and_in_the_config(artifacts: dict
     async def scenario() -> tuple[bytes, bytes]:
         server = ModelServer(ServerSettings(artifact=artifacts["typed"],
                                             runtime=RuntimeOptions(providers=["cuda", "cpu"])))
-        await server.startup()
+        await server.plane.startup()
         for _ in range(2000):
-            if server.ready:
+            if server.plane.ready:
                 break
             await asyncio.sleep(0.01)
         metrics, config = await _get(server, "/metrics"), await _get(server, "/v2/models/typed/config")
-        await server.shutdown()
+        await server.plane.shutdown()
         return metrics, config
 
     metrics, config = asyncio.run(scenario())

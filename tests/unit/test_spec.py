@@ -1,4 +1,4 @@
-"""Unit tests of modelfleet.spec: loading, path-qualified errors, build identity, durations, quantities."""
+"""Unit tests of modelfleet.spec: loading, path-qualified errors, build identity, quantities."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from modelfleet import durations
 from modelfleet.errors import SpecError
 from modelfleet.spec import ModelSpec, load_spec, parse_duration, parse_quantity, parse_spec
 
@@ -282,39 +283,13 @@ def test_identity_changes_with_build_settings(section: str, value: Any) -> None:
     assert sha(changed) != sha(full())
 
 
-# --- durations and quantities -------------------------------------------------------------------------------
+# --- durations (more in test_durations.py) and quantities ---------------------------------------------------
 
-positive = st.integers(min_value=1, max_value=10**9)
-
-
-@given(positive)
-def test_duration_units(n: int) -> None:
-    assert parse_duration(f"{n}s") == n
-    assert parse_duration(f" {n}m ") == 60 * n
-    assert parse_duration(f"{n}h") == 3600 * n
-    assert parse_duration(f"{n}ms") == pytest.approx(n / 1000)
-    assert parse_duration(n) == n and parse_duration(n / 4) == n / 4
-
-
-@given(st.integers(min_value=1, max_value=10**6), st.integers(min_value=0, max_value=99))
-def test_fractional_duration(whole: int, hundredths: int) -> None:
-    assert parse_duration(f"{whole}.{hundredths:02d}m") == pytest.approx(60 * (whole + hundredths / 100))
-
-
-@given(st.one_of(st.text(alphabet=string.ascii_letters + " -_:", max_size=12),
-                 st.integers(min_value=1).map(lambda n: f"{n} parsecs"),
-                 st.integers(min_value=1).map(lambda n: f"-{n}s"),
-                 st.integers(min_value=1).map(lambda n: f"{n}d"),
-                 st.integers(min_value=1).map(str)))
-def test_duration_rejects_garbage(text: str) -> None:
-    with pytest.raises(ValueError, match="is not a duration"):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize("value", ["0s", "0.0m", "0ms", 0, -1, -0.5])
-def test_duration_must_be_positive(value: str | float) -> None:
-    with pytest.raises(ValueError, match="positive"):
-        parse_duration(value)
+def test_spec_uses_the_one_duration_grammar() -> None:
+    assert parse_duration is durations.parse_duration
+    spec = parse_spec(with_(rollout={**R, "interval": "1d"}, drift={"windows": ["90", "1h"]}), Path("/base"))
+    assert spec.rollout.interval_seconds == 86400
+    assert problems(with_(rollout={**R, "interval": "0s"})) == ["rollout.interval: '0s' is not a positive duration"]
 
 
 @given(st.integers(min_value=0, max_value=2**20))

@@ -7,8 +7,9 @@ Modes (first key ``mode`` of the JSON argument):
     ``DriftWindows(profiles, bucket_seconds, {"window": window_seconds})`` one step (= one bucket) at a
     time and evaluate the window after every step once it holds ``window_rows`` rows: timings of
     ``evaluate()`` alone and of ``add()`` alone, per-feature statistics and the decisions of every
-    window: KS + Bonferroni, and the drift exporter's default rule (``DetectionRule()``: the same test
-    *and* PSI >= 0.1). Then ingest rate per add() batch size, each on a fresh ``DriftWindows``.
+    window: KS + Bonferroni, and the drift exporter's default rule (``DetectionRule()``: the same test,
+    with a PSI threshold of 0 by default, i.e. the test alone; the result records the rule used).
+    Then ingest rate per add() batch size, each on a fresh ``DriftWindows``.
     Writes the profiles to ``profiles.json`` in the data directory for the ``stream`` mode.
 ``stream``
     Load the profiles from ``profiles.json`` (as the drift exporter does), stream ``stream_rows`` rows
@@ -74,7 +75,7 @@ def run_eval(a: dict[str, Any]) -> dict[str, Any]:
     out["ks_error_bound_max"] = max(_ks_bound(p) for p in profiles.values())
 
     drift = DriftWindows(profiles, bucket_s, {WINDOW: window_s})
-    exporter_rule = DetectionRule()  # the drift exporter's default: the test rejects AND PSI >= 0.1
+    exporter_rule = DetectionRule()  # the drift exporter's default: the test rejects (PSI threshold 0)
     out["exporter_rule"] = {"correction": exporter_rule.correction, "alpha": exporter_rule.alpha,
                             "psi_threshold": exporter_rule.psi_threshold}
     out["config"] = {"bucket_seconds": bucket_s, "window_seconds": window_s, "rows_per_bucket": step,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import orjson
 import uvicorn
@@ -20,12 +18,19 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from modelfleet import __version__
 from modelfleet.alerting.hook import RetrainHook
 from modelfleet.alerting.payload import PayloadError, parse_notification
-from modelfleet.asgi import BodyError, read_body, send_response
+from modelfleet.asgi import (
+    Application,
+    BodyError,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    allow,
+    read_body,
+    send_response,
+)
 
 log = logging.getLogger(__name__)
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 BODY_TIMEOUT = 30.0
 _LANDING = (
     b"<!doctype html><html><head><title>modelfleet retraining hook</title></head><body>"
@@ -34,12 +39,7 @@ _LANDING = (
 )
 
 
-class _Reply(Exception):  # noqa: N818 - control flow
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.status, self.message, self.headers = status, message, headers or []
-
-
-class HookApp:
+class HookApp(Application):
     """ASGI application around a :class:`RetrainHook` (its worker starts and stops with the lifespan)."""
 
     def __init__(self, hook: RetrainHook, max_body_bytes: int = 1 << 20) -> None:
@@ -54,64 +54,41 @@ class HookApp:
         for code in ("200", "400", "413"):
             self.notifications.labels(code)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        try:
-            await self._route(scope, receive, send)
-        except _Reply as reply:
-            if scope["path"] == "/alerts":
-                self.notifications.labels(str(reply.status)).inc()
-            await self._send(send, reply.status, orjson.dumps({"error": reply.message}), headers=reply.headers)
+    async def startup(self) -> None:
+        self.hook.start()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.hook.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await asyncio.to_thread(self.hook.stop)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self.hook.stop)
 
-    @staticmethod
-    async def _send(
-        send: Send,
-        status: int,
-        body: bytes,
-        content_type: bytes = b"application/json",
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        await send_response(send, status, body, content_type, headers or [])
+    async def reply(self, scope: Scope, send: Send, reply: Reply) -> None:
+        if scope["path"] == "/alerts":
+            self.notifications.labels(str(reply.status)).inc()
+        await super().reply(scope, send, reply)
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/alerts":
-            _allow(method, "POST")
+            allow(method, "POST")
             try:
                 body = await read_body(receive, scope["headers"], self.max_body_bytes, BODY_TIMEOUT)
             except BodyError as exc:
-                raise _Reply(400 if exc.status == 499 else exc.status, exc.message) from None
+                raise Reply(400 if exc.status == 499 else exc.status, exc.message) from None
             try:
                 notification = parse_notification(body)
             except PayloadError as exc:
                 log.warning("malformed notification: %s", exc)
-                raise _Reply(400, str(exc)) from None
+                raise Reply(400, str(exc)) from None
             decisions, ignored = self.hook.submit(notification)
             self.notifications.labels("200").inc()
-            await self._send(
+            await send_response(
                 send, 200, orjson.dumps({"requests": [d.as_dict() for d in decisions], "ignored": ignored})
             )
         elif path == "/healthz":
-            _allow(method, "GET")
+            allow(method, "GET")
             healthy = self.hook.healthy
             with self.hook.lock:
                 pending = sorted("/".join(key) for key in self.hook.pending)
-            await self._send(
+            await send_response(
                 send,
                 200 if healthy else 503,
                 orjson.dumps(
@@ -125,19 +102,14 @@ class HookApp:
                 ),
             )
         elif path == "/metrics":
-            _allow(method, "GET")
+            allow(method, "GET")
             body = await asyncio.to_thread(generate_latest, self.hook.registry)
-            await self._send(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            await send_response(send, 200, body, CONTENT_TYPE_LATEST.encode())
         elif path == "/":
-            _allow(method, "GET")
-            await self._send(send, 200, _LANDING, b"text/html; charset=utf-8")
+            allow(method, "GET")
+            await send_response(send, 200, _LANDING, b"text/html; charset=utf-8")
         else:
-            raise _Reply(404, f"no route for {path}")
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise _Reply(405, f"method {method} not allowed here; use {allowed}", [(b"allow", allowed.encode())])
+            raise Reply(404, f"no route for {path}")
 
 
 def run(hook: RetrainHook, host: str, port: int, max_body_bytes: int, log_level: str = "info") -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import re
 import shlex
 import sys
@@ -19,23 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)$")
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from modelfleet.durations import duration_argument
+from modelfleet.errors import UsageError
+from modelfleet.exitcodes import run_handler
 
-
-def duration(text: str) -> float:
-    """Seconds in ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` or a bare number of seconds (0 allowed)."""
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        match = _DURATION.match(text)
-        if not match:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 5m, 1h or 1d") from None
-        seconds = float(match["n"]) * _SECONDS[match["unit"]]
-    if seconds < 0 or math.isnan(seconds):
-        raise argparse.ArgumentTypeError(f"{text!r}: must not be negative")
-    return seconds
+#: ``type=`` of the duration options; 0 is allowed (no cooldown, no backoff).
+duration = duration_argument(allow_zero=True)
+#: ``type=`` of the timeouts, which must be positive.
+positive_duration = duration_argument()
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -74,9 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--state-file", type=Path, help="remember trigger times here across restarts (default: in memory only)"
     )
     parser.add_argument(
-        "--command-timeout", type=duration, default=3600.0, help="kill the command after this time (default 1h)"
+        "--command-timeout",
+        type=positive_duration,
+        default=3600.0,
+        help="kill the command after this time (default 1h)",
     )
-    parser.add_argument("--url-timeout", type=duration, default=10.0, help="timeout of one POST (default 10s)")
+    parser.add_argument("--url-timeout", type=positive_duration, default=10.0, help="timeout of one POST (default 10s)")
     parser.add_argument(
         "--url-retries",
         type=int,
@@ -125,13 +118,13 @@ def run_hook(args: argparse.Namespace) -> int:
             token = args.bearer_token_file.read_text().strip() if args.bearer_token_file else None
             action = UrlAction(args.url, args.url_timeout, args.url_retries, args.url_backoff, token)
     except (ValueError, OSError) as exc:
-        raise SystemExit(f"modelfleet retrain-hook: error: {exc}") from None
+        raise UsageError(str(exc)) from None
     if args.max_body_bytes <= 0 or args.url_retries < 0:
-        raise SystemExit("modelfleet retrain-hook: error: --max-body-bytes must be positive, --url-retries >= 0")
+        raise UsageError("--max-body-bytes must be positive, --url-retries >= 0")
     try:
         state = TriggerState(args.state_file)
     except OSError as exc:
-        raise SystemExit(f"modelfleet retrain-hook: error: state file {args.state_file}: {exc}") from None
+        raise UsageError(f"state file {args.state_file}: {exc}") from None
     hook = RetrainHook(action, state, args.cooldown)
     host, port = args.listen
     return run(hook, host, port, args.max_body_bytes, args.log_level)
@@ -144,10 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
+    return run_handler(parser.prog, args.handler, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,24 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelfleet import __version__
-from modelfleet.asgi import BodyError, read_body, send_response
+from modelfleet.asgi import (
+    Application,
+    BodyError,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    allow,
+    error_body,
+    read_body,
+    send_response,
+)
 from modelfleet.drift.exporter import Exporter
 from modelfleet.drift.labels import LabelError, parse_feedback
 from modelfleet.drift.metrics import DetectionRule, DriftCollector
 from modelfleet.drift.webconfig import BasicAuth, WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MAX_BATCH_LABELS = 10_000
 BODY_TIMEOUT = 30.0  # seconds for a feedback body to arrive (slow clients get 408)
 _LANDING = (b"<!doctype html><html><head><title>modelfleet drift exporter</title></head><body>"
@@ -37,12 +44,7 @@ _LANDING = (b"<!doctype html><html><head><title>modelfleet drift exporter</title
             b"<a href=\"/healthz\">Health</a></p></body></html>")
 
 
-class _Reply(Exception):  # noqa: N818 - control flow
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.status, self.message, self.headers = status, message, headers or []
-
-
-class ExporterApp:
+class ExporterApp(Application):
     """ASGI application around an :class:`Exporter` (started and stopped by the lifespan)."""
 
     def __init__(self, exporter: Exporter, rule: DetectionRule, web: WebConfig | None = None,
@@ -55,49 +57,31 @@ class ExporterApp:
         self.headers = [(k.lower().encode(), v.encode()) for k, v in web.headers.items()]
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        try:
-            await self._route(scope, receive, send)
-        except _Reply as reply:
-            await self._send(send, reply.status, orjson.dumps({"error": reply.message}), headers=reply.headers)
+    async def startup(self) -> None:
+        await asyncio.to_thread(self.exporter.start)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await asyncio.to_thread(self.exporter.start)
-                except Exception as exc:
-                    log.exception("drift exporter failed to start")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await asyncio.to_thread(self.exporter.stop)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self.exporter.stop)
+
+    async def reply(self, scope: Scope, send: Send, reply: Reply) -> None:
+        await self._send(send, reply.status, error_body(reply.message), headers=reply.headers)
 
     async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
         await send_response(send, status, body, content_type, [*self.headers, *(headers or [])])
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.auth.enabled or self.auth.path is not None:
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             if not await asyncio.to_thread(self.auth.check, header):
-                raise _Reply(401, "unauthorized", [(b"www-authenticate", b'Basic realm="modelfleet"')])
+                raise Reply(401, "unauthorized", [(b"www-authenticate", b'Basic realm="modelfleet"')])
         path, method = scope["path"], scope["method"]
         if path == "/metrics":
-            _allow(method, "GET")
+            allow(method, "GET")
             body = await asyncio.to_thread(generate_latest, self.registry)
             await self._send(send, 200, body, CONTENT_TYPE_LATEST.encode())
         elif path == "/healthz":
-            _allow(method, "GET")
+            allow(method, "GET")
             healthy = self.exporter.healthy
             with self.exporter.lock:
                 health = {"status": "ok" if healthy else "stopped", "version": __version__,
@@ -105,33 +89,28 @@ class ExporterApp:
                           "not_watched": {"/".join(k): reason for k, (reason, _since) in self.exporter.failed.items()}}
             await self._send(send, 200 if healthy else 503, orjson.dumps(health))
         elif path == "/v1/feedback":
-            _allow(method, "POST")
+            allow(method, "POST")
             labels = parse_or_400(await self._body(scope, receive))
             outcomes = await asyncio.to_thread(self.exporter.submit_labels, labels)
             await self._send(send, 200, orjson.dumps({"received": len(labels), "outcomes": dict(outcomes)}))
         elif path == "/":
-            _allow(method, "GET")
+            allow(method, "GET")
             await self._send(send, 200, _LANDING, b"text/html; charset=utf-8")
         else:
-            raise _Reply(404, f"no route for {path}")
+            raise Reply(404, f"no route for {path}")
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         try:
             return await read_body(receive, scope["headers"], self.max_body_bytes, BODY_TIMEOUT)
         except BodyError as exc:
-            raise _Reply(400 if exc.status == 499 else exc.status, exc.message) from None
+            raise Reply(400 if exc.status == 499 else exc.status, exc.message) from None
 
 
 def parse_or_400(body: bytes) -> list[Any]:
     try:
         return parse_feedback(body, MAX_BATCH_LABELS)
     except LabelError as exc:
-        raise _Reply(400, str(exc)) from None
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise _Reply(405, f"method {method} not allowed here; use {allowed}", [(b"allow", allowed.encode())])
+        raise Reply(400, str(exc)) from None
 
 
 def run(exporter: Exporter, rule: DetectionRule, host: str, port: int, web_config_path: Path | None = None,

@@ -8,11 +8,8 @@ import sys
 from pathlib import Path
 
 from modelfleet.drift.exporter import Exporter, ExporterSettings, window_names
-from modelfleet.spec import parse_duration
-
-
-def _fail(message: str) -> SystemExit:
-    return SystemExit(f"modelfleet: error: {message}")
+from modelfleet.durations import parse_duration
+from modelfleet.errors import UsageError
 
 
 def exporter_main(args: argparse.Namespace) -> int:
@@ -27,11 +24,11 @@ def exporter_main(args: argparse.Namespace) -> int:
         interval = parse_duration(args.checkpoint_interval)
         discovery = parse_duration(args.discovery_interval)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if windows is not None and min(windows.values()) < bucket:
-        raise _fail(f"every window must be at least one bucket ({args.bucket}) long")
+        raise UsageError(f"every window must be at least one bucket ({args.bucket}) long")
     if not 0 < args.alpha < 1:
-        raise _fail("--alpha must be in (0, 1)")
+        raise UsageError("--alpha must be in (0, 1)")
     spool = Path(args.spool_dir)
     state = Path(args.state_dir) if args.state_dir else spool / ".drift-exporter"
     settings = ExporterSettings(spool_dir=spool, artifacts_dir=Path(args.artifacts_dir), state_dir=state,

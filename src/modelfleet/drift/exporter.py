@@ -30,8 +30,9 @@ from modelfleet.drift.discovery import VersionKey, artifact_stamp, load_version,
 from modelfleet.drift.joiner import Joined, LabelJoiner
 from modelfleet.drift.labels import Label, LabelFile
 from modelfleet.drift.pipeline import VersionPipeline
+from modelfleet.durations import parse_duration
 from modelfleet.errors import ArtifactError
-from modelfleet.spec import ModelSpec, parse_duration
+from modelfleet.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

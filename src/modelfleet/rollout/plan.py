@@ -8,21 +8,20 @@ edited spec cannot change a rollout half-way through (a difference is reported a
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pydantic
 
+from modelfleet.durations import parse_duration
 from modelfleet.errors import ModelfleetError
-from modelfleet.spec import Gates, Rollout, parse_duration
+from modelfleet.spec import Gates, Rollout
 
 #: The canary's weight once promoted, whatever the last step was.
 PROMOTED_WEIGHT = 100.0
 DEFAULT_SERVE_JOB = "modelfleet-serve"
 DEFAULT_DRIFT_WINDOW = "5m"
-_ZERO = re.compile(r"^0+(?:\.0*)?(?:ms|s|m|h)?$")
 
 
 #: Settings of the judgement that cannot be turned off.
@@ -198,14 +197,8 @@ def parse_wait(text: str | float | None, default: float) -> float:
     """Seconds in a duration that may be zero (``0``, ``0s``); ``None`` gives ``default``."""
     if text is None:
         return default
-    if isinstance(text, int | float):
-        if text < 0 or not math.isfinite(text):
-            raise RolloutError(f"{text!r} is not a duration >= 0")
-        return float(text)
-    if _ZERO.match(text.strip()):
-        return 0.0
     try:
-        return parse_duration(text)
+        return parse_duration(text, allow_zero=True)
     except ValueError as exc:
         raise RolloutError(str(exc)) from None
 

@@ -143,7 +143,7 @@ class StateStore:
     def save(self, state: RolloutState) -> Path:
         """Atomically replace the state file (temporary file, fsync, rename, fsync of the directory)."""
         path = self.path(state.model)
-        write_atomic(path, json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
+        write_text_atomically(path, json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
         return path
 
     def archive(self, state: RolloutState) -> Path:
@@ -156,12 +156,7 @@ class StateStore:
             / f"{state.model}-{state.plan.stable}-to-{state.plan.canary}-{stamp}-{state.phase}.json"
         )
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
+        write_text_atomically(target, json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
         with contextlib.suppress(FileNotFoundError):
             source.unlink()
         return target
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` crash-safely (see :mod:`modelfleet.fsutil`)."""
-    write_text_atomically(path, text)

@@ -37,7 +37,7 @@ class DrainingServer(uvicorn.Server):
             log.info("signal %s: not ready; draining for up to %.1f s", signal.Signals(sig).name,
                      self.shutdown_delay + self.drain_timeout)
             self._drain_started = time.monotonic()
-            self.app.begin_drain()
+            self.app.plane.begin_drain()
         elif sig == signal.SIGINT:
             self.force_exit = True
             self.should_exit = True
@@ -49,10 +49,10 @@ class DrainingServer(uvicorn.Server):
         elapsed = time.monotonic() - self._drain_started
         if elapsed < self.shutdown_delay:
             return False
-        if self.app.in_flight == 0:
+        if self.app.plane.in_flight == 0:
             return True
         if elapsed >= self.shutdown_delay + self.drain_timeout:
-            log.warning("drain timeout: %d request(s) still in flight are cut short", self.app.in_flight)
+            log.warning("drain timeout: %d request(s) still in flight are cut short", self.app.plane.in_flight)
             self.drain_timed_out = True
             return True
         return False

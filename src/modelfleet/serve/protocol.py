@@ -166,7 +166,3 @@ def encode_infer_response(model: str, version: str, request_id: str | None, name
     if request_id is not None:
         response["id"] = request_id
     return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})

@@ -9,7 +9,6 @@ the session actually got are checked, so a GPU-only spec never silently serves f
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +175,3 @@ class ModelRuntime:
             except Exception as exc:  # ORT raises its own types
                 raise NotServableError(f"warm-up inference with {rows} row(s) failed: {exc}") from None
         return sizes
-
-
-def default_threads() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0))

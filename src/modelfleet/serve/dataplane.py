@@ -1,0 +1,284 @@
+"""The model server's data plane: one model version's lifecycle and inference path, whatever the transport.
+
+The HTTP front end (:mod:`modelfleet.serve.app`) — and a gRPC front end or a serverless function
+handler — call the same :class:`DataPlane`:
+
+- ``startup()`` / ``begin_drain()`` / ``shutdown()``; ``ready``, ``not_ready_reason()``, ``in_flight``;
+- ``metadata()`` and ``config()`` (Open Inference Protocol and Triton model configuration, as dicts);
+- ``infer(decode, respond)``: admission (503 while not ready), request decoding by the transport,
+  the dynamic batcher, the Triton-named metrics, the payload spool; the answer goes to ``respond``
+  as an :class:`InferResponse` (the transport encodes it).
+
+A request the data plane refuses is a :class:`~modelfleet.serve.protocol.ProtocolError` whose status
+is an HTTP status (a gRPC front end maps it to a gRPC code); the transport answers with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry
+
+from modelfleet.serve.batching import Batcher, BatchObserver, QueueFullError
+from modelfleet.serve.metrics import ServerMetrics
+from modelfleet.serve.protocol import InferRequest, ProtocolError
+from modelfleet.serve.runtime import ModelRuntime, NotServableError, RuntimeOptions, TensorInfo
+from modelfleet.spool.record import Tensor
+from modelfleet.spool.writer import SpoolWriter
+
+log = logging.getLogger(__name__)
+
+RETRY = [(b"retry-after", b"1")]
+#: Statuses of refused requests counted as ``invalid_request`` failures (the client's fault).
+INVALID_REQUEST = frozenset({400, 408, 413})
+#: Turns the transport's request into an :class:`InferRequest` validated against the model's inputs,
+#: outputs and max batch size (``None``: the model does not batch); raises ``ProtocolError``.
+Decode = Callable[[Sequence[TensorInfo], Sequence[TensorInfo], "int | None"], Awaitable[InferRequest]]
+
+
+@dataclass
+class ServerSettings:
+    artifact: Path
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    max_queue_delay_us: int = 2000
+    max_queue_size: int = 1024
+    inline_inference: bool = True
+    max_request_bytes: int = 16 << 20
+    body_timeout: float = 30.0
+    spool_dir: Path | None = None
+    spool_sample_rate: float = 1.0
+    spool_max_bytes: int = 256 << 20
+    spool_segment_bytes: int = 16 << 20
+
+
+@dataclass(frozen=True)
+class InferResponse:
+    """A successful inference: the requested outputs, in the requested order."""
+
+    model: str
+    version: str
+    id: str
+    names: list[str]
+    arrays: list[npt.NDArray[Any]]
+    infos: dict[str, TensorInfo]
+
+
+class DataPlane:
+    """Serves one model version; ready once its artifact verified, its session loaded and warmed."""
+
+    def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.runtime: ModelRuntime | None = None
+        self.metrics: ServerMetrics | None = None
+        self.batcher: Batcher | None = None
+        self.spool: SpoolWriter | None = None
+        self.state = "loading"
+        self.reason = "loading the model"
+        self.in_flight = 0
+        self.incoming = 0  # inference requests accepted, not yet decoded and queued
+        self.draining = False
+        self._id_prefix = secrets.token_hex(4)
+        self._id_counter = 0
+        self._load_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and not self.draining
+
+    def not_ready_reason(self) -> str:
+        return "draining: the server is shutting down" if self.draining else self.reason
+
+    async def startup(self) -> None:
+        self._load_task = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            runtime = await asyncio.to_thread(ModelRuntime, self.settings.artifact, self.settings.runtime)
+            self.metrics = ServerMetrics(self.registry, runtime.name, runtime.version)
+            self.state, self.reason = "warming", "warming up"
+            sizes = await asyncio.to_thread(runtime.warm_up)
+        except NotServableError as exc:
+            self.state, self.reason = "failed", str(exc)
+            log.error("model not servable: %s", exc)
+            return
+        if self.settings.spool_dir is not None:
+            try:
+                self.spool = SpoolWriter(self.settings.spool_dir, runtime.name, runtime.version,
+                                         sample_rate=self.settings.spool_sample_rate,
+                                         segment_bytes=self.settings.spool_segment_bytes,
+                                         max_bytes=self.settings.spool_max_bytes).start()
+            except (OSError, ValueError) as exc:  # unusable directory or settings: say so, never hang "warming"
+                self.state, self.reason = "failed", f"payload spool {self.settings.spool_dir}: {exc}"
+                log.error("model not servable: %s", self.reason)
+                return
+            self.metrics.watch_spool(self.spool)
+        self.runtime = runtime
+        self._start_batcher(runtime)
+        self.metrics.set_info(runtime.provider, runtime.precision, runtime.manifest.build_key)
+        self.state, self.reason = "ready", "ready"
+        self.metrics.ready.set(0 if self.draining else 1)
+        log.info("%s version %s ready on %s (%s) in %.2f s, warmed batch sizes %s", runtime.name, runtime.version,
+                 runtime.provider, runtime.precision, time.perf_counter() - started, sizes)
+
+    def _start_batcher(self, runtime: ModelRuntime) -> None:
+        assert self.metrics is not None
+        metrics = self.metrics
+        max_batch = self.settings.runtime.max_batch if runtime.batchable else 1
+        executor = None
+        if not self.settings.inline_inference:
+            from concurrent.futures import ThreadPoolExecutor
+
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self.batcher = Batcher(runtime.run, max_batch, self.settings.max_queue_delay_us / 1e6,
+                               self.settings.max_queue_size, executor,
+                               BatchObserver(on_batch=metrics.on_batch, on_queued=metrics.queue_duration.observe,
+                                             on_depth=metrics.queue_depth.set),
+                               incoming=lambda: self.incoming)
+        self.batcher.start()
+
+    def begin_drain(self) -> None:
+        """Stop being ready (routers take us out); requests still in flight are answered."""
+        self.draining = True
+        if self.metrics is not None:
+            self.metrics.ready.set(0)
+
+    async def shutdown(self) -> None:
+        self.begin_drain()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.spool is not None:
+            await asyncio.to_thread(self.spool.close)
+
+    # --- model metadata ------------------------------------------------------------------------
+
+    def model_name(self) -> str:
+        return self.runtime.name if self.runtime is not None else self.settings.artifact.parent.name
+
+    def model_version(self) -> str:
+        return self.runtime.version if self.runtime is not None else self.settings.artifact.name
+
+    def _runtime_or_503(self) -> ModelRuntime:
+        if self.runtime is None:
+            raise ProtocolError(503, f"model not ready: {self.not_ready_reason()}", RETRY)
+        return self.runtime
+
+    def metadata(self) -> dict[str, Any]:
+        """Open Inference Protocol model metadata (503 while the model is not loaded)."""
+        runtime = self._runtime_or_503()
+        return {"name": runtime.name, "versions": [runtime.version], "platform": "onnxruntime_onnx",
+                "inputs": [{"name": t.name, "datatype": t.datatype.value, "shape": list(t.shape)}
+                           for t in runtime.inputs],
+                "outputs": [{"name": t.name, "datatype": t.datatype.value, "shape": list(t.shape)}
+                            for t in runtime.outputs]}
+
+    def config(self) -> dict[str, Any]:
+        """Triton-style model configuration (what tritonclient's get_model_config returns)."""
+        runtime = self._runtime_or_503()
+        batch = self.settings.runtime.max_batch if runtime.batchable else 0
+
+        def dims(shape: tuple[int, ...]) -> list[int]:
+            return list(shape[1:] if batch else shape)
+
+        return {"name": runtime.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+                "version_policy": {"specific": {"versions": [runtime.version]}}, "max_batch_size": batch,
+                "input": [{"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype.value)}",
+                           "dims": dims(t.shape)} for t in runtime.inputs],
+                "output": [{"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype.value)}",
+                            "dims": dims(t.shape)} for t in runtime.outputs],
+                "dynamic_batching": {"max_queue_delay_microseconds": self.settings.max_queue_delay_us,
+                                     "default_queue_policy": {"max_queue_size": self.settings.max_queue_size}},
+                "instance_group": [{"count": 1, "kind": "KIND_CPU" if runtime.provider == "cpu" else "KIND_GPU"}],
+                "parameters": {"execution_provider": {"string_value": runtime.provider},
+                               "precision": {"string_value": runtime.precision}}}
+
+    # --- inference -----------------------------------------------------------------------------
+
+    async def infer(self, decode: Decode, respond: Callable[[InferResponse], Awaitable[None]]) -> None:
+        """One inference: ``decode`` the request, batch and run it, ``respond``, then count and spool it.
+
+        Raises :class:`ProtocolError` for a request refused or failed (not ready, invalid, queue full,
+        inference error, cut short by shutdown); the transport answers with its status and message.
+        """
+        started = time.perf_counter()
+        metrics = self.metrics
+        if not self.ready or self.runtime is None or self.batcher is None or metrics is None:
+            if metrics is not None:
+                metrics.failure["shutting_down"].inc()
+            raise ProtocolError(503, f"model not ready: {self.not_ready_reason()}", RETRY)
+        runtime, batcher = self.runtime, self.batcher
+        self.in_flight += 1
+        metrics.in_flight.inc()
+        self.incoming += 1
+        try:
+            try:
+                request = await decode(runtime.inputs, runtime.outputs,
+                                       batcher.max_batch if runtime.batchable else None)
+            finally:
+                self.incoming -= 1
+            outputs = await self._run(request, batcher, metrics)
+            response = self._response(runtime, request, outputs)
+            await respond(response)
+            metrics.success.inc()
+            metrics.request_duration.observe(time.perf_counter() - started)
+            if self.spool is not None:
+                self.spool.offer(response.id, time.time(),
+                                 {t.name: Tensor(t.datatype.value, request.inputs[t.name]) for t in runtime.inputs},
+                                 {n: Tensor(runtime.output_infos[n].datatype.value, outputs[i])
+                                  for i, n in enumerate(runtime.output_names)})
+        except ProtocolError as exc:
+            if exc.status in INVALID_REQUEST:
+                metrics.failure["invalid_request"].inc()
+            raise
+        finally:
+            self.in_flight -= 1
+            metrics.in_flight.dec()
+
+    async def _run(self, request: InferRequest, batcher: Batcher, metrics: ServerMetrics) -> list[npt.NDArray[Any]]:
+        try:
+            future = batcher.submit(request)
+        except QueueFullError:
+            metrics.failure["queue_full"].inc()
+            raise ProtocolError(503, f"the request queue is full ({batcher.max_queue} requests waiting); "
+                                     "retry later", RETRY) from None
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The drain timeout (or a forced exit) cut this request short: the transport answers it
+            # rather than leave a bare 500; the task ends there, as its cancellation asked.
+            metrics.failure["shutting_down"].inc()
+            raise ProtocolError(503, "the server shut down before the model answered", RETRY) from None
+        except Exception as exc:  # ORT failed on a request that passed validation: the model's fault
+            metrics.failure["inference"].inc()
+            log.warning("inference failed: %s", exc)
+            raise ProtocolError(500, f"inference failed: {str(exc).strip()[:500]}") from None
+
+    def _response(self, runtime: ModelRuntime, request: InferRequest,
+                  outputs: list[npt.NDArray[Any]]) -> InferResponse:
+        request_id = request.id
+        if request_id is None:
+            self._id_counter += 1
+            request_id = f"{self._id_prefix}-{self._id_counter}"
+        names, arrays = list(runtime.output_names), list(outputs)
+        if request.outputs is not None:
+            index = {n: i for i, n in enumerate(names)}
+            names = list(request.outputs)
+            arrays = [outputs[index[n]] for n in names]
+        return InferResponse(runtime.name, runtime.version, request_id, names, arrays, runtime.output_infos)
+
+
+def _triton_type(datatype: str) -> str:
+    return {"BYTES": "STRING"}.get(datatype, datatype)
