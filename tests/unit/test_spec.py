@@ -83,7 +83,8 @@ def test_parse_spec_accepts_a_minimal_dict_and_fills_defaults() -> None:
 
 
 def test_old_specs_get_the_judgement_defaults() -> None:
-    gates = parse_spec(with_(rollout={"steps": [10, 100], "gates": {"latency_vs_stable": 1.5}}), Path("/b")).rollout.gates
+    data = with_(rollout={"steps": [10, 100], "gates": {"latency_vs_stable": 1.5}})
+    gates = parse_spec(data, Path("/b")).rollout.gates
     assert (gates.alpha, gates.beta, gates.latency_margin_ms, gates.error_margin, gates.drift_ks) == (
         0.01, 0.05, 5.0, 0.01, 0.1)
 

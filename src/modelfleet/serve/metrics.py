@@ -23,9 +23,9 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 #: The request latency the canary gates judge: the Renard R10 series (10 bounds a decade, each 1.26 × the one
 #: below) from 0.1 ms to 10 s. A p99 is known only up to its bucket, so bucket width is resolution the
 #: judgement loses; docs/rollout.md has the measurement behind this choice.
-REQUEST_LATENCY_BUCKETS = (*(round(mantissa * 10.0 ** exponent, 7)
-                              for exponent in range(-4, 1)
-                              for mantissa in (1.0, 1.25, 1.6, 2.0, 2.5, 3.15, 4.0, 5.0, 6.3, 8.0)), 10.0)
+_R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.15, 4.0, 5.0, 6.3, 8.0)
+REQUEST_LATENCY_BUCKETS = (*(round(mantissa * 10.0 ** exponent, 7) for exponent in range(-4, 1) for mantissa in _R10),
+                           10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FAILURE_REASONS = ("invalid_request", "queue_full", "inference", "internal", "shutting_down")
 
