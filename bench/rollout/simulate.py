@@ -138,14 +138,15 @@ class Rollout:
         requests, errors, buckets = traffic.window(at, window)
         return requests, errors, cumulative_at(buckets, REQUEST_LATENCY_BUCKETS, self.grid)
 
-    def drift(self) -> dict[str, tuple[float, float, bool]]:
-        """Per feature (PSI, KS, corrected test rejects) of every canary row so far (the 5m drift window)."""
+    def drift(self) -> dict[str, tuple[float, float, bool, float]]:
+        """Per feature (PSI, KS, corrected test rejects, KS p-value) of every canary row so far (the 5m window)."""
         if not self.canary.sketch:
             return {}
         results = {name: numeric_drift(NumericReference.of(self.features.profiles[name]), vector)
                    for name, vector in self.canary.sketch.items()}
         detected = self.rule.detect(results)
-        return {name: (r.psi or 0.0, r.ks_statistic or 0.0, detected.get(name, False)) for name, r in results.items()}
+        return {name: (r.psi or 0.0, r.ks_statistic or 0.0, detected.get(name, False),
+                       1.0 if r.ks_pvalue is None else r.ks_pvalue) for name, r in results.items()}
 
     def answers(self, at: int, window: int) -> dict[str, list[Sample]]:
         key = (at, window)
@@ -160,9 +161,10 @@ class Rollout:
                 data[q.latency_buckets(version)] = [Sample({"le": "+Inf" if math.isinf(le) else repr(le)}, count)
                                                     for le, count in cumulative]
             drift = self.drift()
-            for metric, index in (("psi", 0), ("ks_statistic", 1), ("drift_detected", 2)):
+            for metric, index in (("psi", 0), ("ks_statistic", 1), ("drift_detected", 2), ("ks_pvalue", 3)):
                 data[q.column_statistic(f"modelfleet_feature_{metric}", "feature")] = [
                     Sample({"feature": name}, float(values[index])) for name, values in drift.items()]
+            data[q.column_statistic("modelfleet_feature_chi2_pvalue", "feature")] = []
             self._answers = {key: data}
         return self._answers[key]
 
@@ -182,7 +184,7 @@ def old_evaluate(rollout: Rollout) -> object:
         stable = rollout.counts(rollout.stable, second, window)
         drift = rollout.drift()
         drift_fail = None if not drift else any(
-            rejects and psi > (plan.thresholds.drift_psi or math.inf) for psi, _ks, rejects in drift.values())
+            rejects and psi > (plan.thresholds.drift_psi or math.inf) for psi, _ks, rejects, _p in drift.values())
         return old_gates(plan, weight, canary, stable, drift_fail)
 
     return evaluate

@@ -170,6 +170,8 @@ def _drift_exporter(host: str) -> Any:
     psi = Gauge("modelfleet_feature_psi", "PSI", ["model", "version", "feature", "window"], registry=registry)
     detected = Gauge("modelfleet_feature_drift_detected", "test rejects", ["model", "version", "feature", "window"],
                      registry=registry)
+    pvalue = Gauge("modelfleet_feature_ks_pvalue", "KS p-value", ["model", "version", "feature", "window"],
+                   registry=registry)
     rows = Gauge("modelfleet_model_labelled_rows", "rows", ["model", "version", "window"], registry=registry)
     accuracy = Gauge("modelfleet_model_accuracy", "accuracy", ["model", "version", "window"], registry=registry)
     for scenario in SCENARIOS:
@@ -179,6 +181,7 @@ def _drift_exporter(host: str) -> Any:
             # As the exporter does on a real shift: the corrected test rejects where the PSI is large.
             detected.labels(scenario.model, "2", feature, "5m").set(float(value > 0.1))
             detected.labels(scenario.model, "1", feature, "5m").set(0.0)
+            pvalue.labels(scenario.model, "2", feature, "5m").set(1e-12 if value > 0.1 else 0.4)
         if scenario.accuracy is not None:
             rows.labels(scenario.model, "2", "5m").set(300)
             accuracy.labels(scenario.model, "2", "5m").set(scenario.accuracy[HOSTS.index(host)])

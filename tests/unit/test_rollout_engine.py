@@ -122,9 +122,9 @@ def test_plan_action_describes_steps_gates_and_hosts() -> None:
     assert described["hosts"] == ["h1", "h2"] and described["promotion_weight"] == 100
     assert all("[60s]" in g["query"] or "window=" in g["query"] for g in described["gates"])
     judgement = described["judgement"]
-    # 4 statistical gates x 3 steps x (failure_limit 1 + inconclusive_limit 2) x 4 looks share alpha 1%.
-    assert (judgement["alpha"], judgement["statistical_gates"], judgement["looks_per_gate"]) == (0.01, 4, 36)
-    assert judgement["fail_error_per_look"] == pytest.approx(0.01 / 144)
+    # 7 statistical gates x 3 steps x (failure_limit 1 + inconclusive_limit 2) x 4 looks share alpha 1%.
+    assert (judgement["alpha"], judgement["statistical_gates"], judgement["looks_per_gate"]) == (0.01, 7, 36)
+    assert judgement["fail_error_per_look"] == pytest.approx(0.01 / 252)
 
 
 def test_start_when_the_canary_is_already_stable(engine: Engine) -> None:
@@ -431,3 +431,15 @@ def test_results_are_json_serialisable(engine: Engine) -> None:
     ]
     for outcome in outcomes:
         json.dumps(outcome.result(), allow_nan=False)
+
+
+def test_a_step_not_yet_decided_keeps_its_window_across_holds(engine: Engine, clock: FakeClock) -> None:
+    """Evidence accumulates: after an inconclusive hold the next look is one interval later, over the whole step."""
+    engine.start(_plan(inconclusive_limit=3))
+    few = Scenario(_plan(), canary=Version(requests=150.0))
+    first = engine.analyze("credit-risk", few, max_wait=0)
+    assert first.decision == "hold" and first.window_seconds == 60
+    second = engine.analyze("credit-risk", few, max_wait=0)
+    assert second.decision == "hold" and second.window_seconds == 120 and clock.sleeps == [60.0, 60.0]
+    decided = engine.analyze("credit-risk", Scenario(_plan()), max_wait=0)
+    assert decided.decision == "advance" and decided.window_seconds == 180

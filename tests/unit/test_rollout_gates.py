@@ -110,11 +110,18 @@ class Scenario:
     prediction_psi: dict[str, float] | None = field(default_factory=lambda: {"label": 0.03})
     # Columns whose drift test rejects; None: those with PSI > 0.1 (a large shift on enough rows).
     detected: set[str] | None = None
+    # The exporter's KS p-values; None: tiny where the test rejects, 0.4 elsewhere.
+    pvalues: dict[str, float] | None = None
     labelled_rows: float | None = 500.0
     accuracy: float | None = 0.9
     down: bool = False
     failing: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, float]] = field(default_factory=list)
+
+    def _pvalues(self, psi: dict[str, float] | None) -> dict[str, float]:
+        if self.pvalues is not None:
+            return self.pvalues
+        return {k: 1e-12 if flag else 0.4 for k, flag in self._detected(psi).items()}
 
     def _detected(self, psi: dict[str, float] | None) -> dict[str, float]:
         return {k: float(k in self.detected if self.detected is not None else v > 0.1) for k, v in (psi or {}).items()}
@@ -138,6 +145,11 @@ class Scenario:
             q.column_statistic("modelfleet_prediction_ks_statistic", "output"): [],
             **{q.column_statistic(f"modelfleet_{kind}_drift_detected", column): _by(column, self._detected(psi))
                for (kind, column), psi in ((feature, self.feature_psi), (output, self.prediction_psi))},
+            # The exporter's uncorrected p-values: tiny where its test rejects, else unremarkable.
+            **{q.column_statistic(f"modelfleet_{kind}_ks_pvalue", column): _by(column, self._pvalues(psi))
+               for (kind, column), psi in ((feature, self.feature_psi), (output, self.prediction_psi))},
+            q.column_statistic("modelfleet_feature_chi2_pvalue", "feature"): [],
+            q.column_statistic("modelfleet_prediction_chi2_pvalue", "output"): [],
             q.labelled_rows(): _vector(self.labelled_rows),
             q.accuracy(): _vector(self.accuracy),
         }
@@ -428,7 +440,7 @@ def test_empty_psi_vector_mentions_the_drift_exporter() -> None:
 # -- accuracy and requests -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("accuracy", "verdict"), [(0.81, "pass"), (0.8, "pass"), (0.79, "fail")])
+@pytest.mark.parametrize(("accuracy", "verdict"), [(0.95, "pass"), (0.8, "inconclusive"), (0.6, "fail")])
 def test_min_accuracy_threshold(accuracy: float, verdict: str) -> None:
     assert str(run(Scenario(make_plan(), accuracy=accuracy))["min_accuracy"].verdict) == verdict
 
@@ -556,10 +568,28 @@ def test_overall_verdict_is_never_pass_without_a_pass_and_fail_dominates(items: 
 
 
 def test_the_error_budget_is_shared_by_every_statistical_gate_and_look() -> None:
-    plan = make_plan()  # 4 statistical gates, 3 steps, failure_limit 1 + inconclusive_limit 2, 4 looks each
-    assert look_error(plan) == pytest.approx(0.01 / (4 * 3 * 3 * 4))
-    fewer = make_plan(thresholds=replace(ALL_GATES, error_rate_vs_stable=None, p99_latency_ms=None, alpha=0.02))
-    assert look_error(fewer) == pytest.approx(0.02 / (2 * 3 * 3 * 4))
+    plan = make_plan()  # 7 statistical gates, 3 steps, failure_limit 1 + inconclusive_limit 2, 4 looks each
+    assert look_error(plan) == pytest.approx(0.01 / (7 * 3 * 3 * 4))
+    fewer = make_plan(thresholds=replace(ALL_GATES, error_rate_vs_stable=None, p99_latency_ms=None, alpha=0.02,
+                                         prediction_psi=None, min_accuracy=None))
+    assert look_error(fewer) == pytest.approx(0.02 / (3 * 3 * 3 * 4))
+
+
+def test_a_drift_test_that_rejects_only_at_the_exporters_level_is_noise_at_the_rollouts() -> None:
+    """The exporter rejects at its own 5%; a rollout looks dozens of times, so the gate asks for p < its share."""
+    scenario = Scenario(make_plan(), feature_psi={"age": 0.5}, feature_ks={"age": 0.3}, detected={"age"},
+                        pvalues={"age": 0.001})
+    gate = run(scenario)["drift_psi"]
+    assert gate.verdict is Verdict.PASS and "significant at this look's level" in gate.detail
+    assert run(replace(scenario, pvalues={"age": 1e-9}))["drift_psi"].verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(("accuracy", "rows", "verdict"),
+                         [(0.9, 500.0, "pass"), (0.7, 500.0, "fail"), (0.79, 500.0, "inconclusive"),
+                          (0.85, 20.0, "inconclusive")])
+def test_min_accuracy_judges_with_confidence_bounds(accuracy: float, rows: float, verdict: str) -> None:
+    gate = run(Scenario(make_plan(), accuracy=accuracy, labelled_rows=rows))["min_accuracy"]
+    assert str(gate.verdict) == verdict, gate.detail
 
 
 _ORDER = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}

@@ -307,12 +307,17 @@ class Engine:
             start = weights_set_at if weights_set_at is not None else now
         elif weights_set_at is not None and weights_set_at > start:
             start = weights_set_at
-        if now - start > interval + extra + max(interval, 60.0):
+        # After a hold on a step not yet decided, the window keeps its start (evidence accumulates) and the next
+        # look comes one interval after the hold.
+        held = state.last_decision == str(Result.HOLD) and state.last_decision_at is not None
+        last_look = max(start, state.last_decision_at or start) if held else start
+        if now - last_look > interval + extra + max(interval, 60.0):
             warnings.append(
-                f"the step's window started {now - start:.0f} s ago (an interrupted run?): starting a fresh window now"
+                f"the step's last look was {now - last_look:.0f} s ago (an interrupted run?): starting a fresh "
+                "window now"
             )
-            start = now
-        deadline = start + interval
+            start = last_look = now
+        deadline = last_look + interval
         if check:
             window = math.ceil(max(interval, now - start))
             return Outcome(
@@ -353,8 +358,13 @@ class Engine:
         state.count(str(decision.result), verdict)
         state.phase, state.step, state.weight = decision.phase, decision.step, decision.weight
         state.failures, state.inconclusive = decision.failures, decision.inconclusive
-        # A hold analyses the same weights again over a fresh window; a new weight starts its window when set.
-        state.window_start = at if decision.result is Result.HOLD else None
+        # A hold after a failure judges the same weights again on new traffic (a fresh window); a hold on a step
+        # not yet decided keeps the window, which grows until the evidence decides; a new weight starts its
+        # window when set.
+        if decision.result is Result.HOLD:
+            state.window_start = start if decision.verdict is Verdict.INCONCLUSIVE else at
+        else:
+            state.window_start = None
         state.last_decision, state.last_reason, state.last_decision_at = str(decision.result), decision.reason, at
         state.updated_at = at
         self.store.save(state)

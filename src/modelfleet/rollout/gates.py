@@ -15,9 +15,9 @@ Gates, in evaluation order (``None`` thresholds turn the optional ones off):
 ``p99_latency_ms``          canary p99, by its confidence bounds on bucket edges, vs the limit
 ``latency_vs_stable``       canary p99 vs max(ratio × stable p99, stable p99 + latency_margin_ms)
 ``error_rate_vs_stable``    canary error ratio vs max(ratio × stable's, stable's + error_margin)
-``drift_psi``               features whose corrected drift test rejects: PSI <= drift_psi, KS <= drift_ks
+``drift_psi``               features drifted with significance: PSI <= drift_psi, KS <= drift_ks
 ``prediction_psi``          prediction columns likewise: PSI <= prediction_psi, KS <= drift_ks
-``min_accuracy``            canary accuracy on labelled rows >= threshold (no labels: not applicable)
+``min_accuracy``            canary accuracy on labelled rows, by its confidence bounds (no labels: n/a)
 ==========================  ===================================================================
 
 The traffic gates' statistics (and the error budget over a whole rollout) are in
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from modelfleet.rollout.plan import RolloutPlan
 from modelfleet.rollout.prometheus import PrometheusError, QuerySource, Sample
 from modelfleet.rollout.queries import Measurements, Queries, label_value
+from modelfleet.rollout.significance import proportion_lower, proportion_upper
 from modelfleet.rollout.traffic_gates import (
     judge_error_rate,
     judge_error_rate_vs_stable,
@@ -125,55 +126,68 @@ def _column_values(samples: list[Sample], column: str) -> dict[str, float]:
 
 
 def _judge_drift(kind: str, column: str, gate: str) -> Callable[[Step, float], Judgement]:
-    """A column counts as drifted when the exporter's corrected drift test rejects (as in the ModelFeatureDrift
-    alert: on a step's few hundred rows PSI alone is sampling noise, about bins / rows) *and* an effect size is
-    past its limit: PSI, or the KS statistic, which sees what PSI on quantile bins cannot (a discrete column
-    shifted within its bins)."""
+    """A column counts as drifted when its drift test rejects at this look's share of the rollout's error budget
+    (the exporter's KS or chi-squared p-value below ``look_error / columns``; the exporter's own corrected test
+    must reject too, as in the ModelFeatureDrift alert) *and* an effect size is past its limit: PSI, or the KS
+    statistic, which sees what PSI on quantile bins cannot (a discrete column shifted within its bins). On a
+    step's few hundred rows PSI and KS alone are sampling noise."""
 
     def judge(step: Step, threshold: float) -> Judgement:
         queries, window = step.queries, step.plan.drift_window
-        psi = _column_values(step.measured.run(queries.column_statistic(f"modelfleet_{kind}_psi", column)), column)
+
+        def by_column(statistic: str) -> dict[str, float]:
+            samples = step.measured.run(queries.column_statistic(f"modelfleet_{kind}_{statistic}", column))
+            return _column_values(samples, column)
+
+        psi = by_column("psi")
         what = f"modelfleet_{kind}_psi of canary {step.plan.canary} in window {window}"
         if not psi:
             return inconclusive(f"no data for {what} (is the drift exporter watching this version?)")
         broken = sorted(name for name, value in psi.items() if not math.isfinite(value))
         if broken:
             return inconclusive(f"{what} is not a finite number for {column} {', '.join(broken)}")
-        detected_query = queries.column_statistic(f"modelfleet_{kind}_drift_detected", column)
-        detected = {name for name, value in _column_values(step.measured.run(detected_query), column).items()
-                    if value == 1}
+        detected = {name for name, value in by_column("drift_detected").items() if value == 1}
+        pvalues: dict[str, float] = {}
+        for statistic in ("ks_pvalue", "chi2_pvalue"):
+            for name, value in by_column(statistic).items():
+                if math.isfinite(value):
+                    pvalues[name] = min(value, pvalues.get(name, 1.0))
+        level = step.look_error / len(psi)
+        significant = {name for name in detected & set(psi) if pvalues.get(name, 1.0) < level}
         ks_limit = step.plan.thresholds.drift_ks
-        ks: dict[str, float] = {}
-        if ks_limit is not None:
-            ks_query = queries.column_statistic(f"modelfleet_{kind}_ks_statistic", column)
-            ks = {k: v for k, v in _column_values(step.measured.run(ks_query), column).items() if math.isfinite(v)}
-        worst = max(psi, key=lambda name: psi[name])
-        evidence = {"test": "the drift exporter's corrected test, then PSI and KS effect sizes",
-                    "columns": len(psi), "rejected": sorted(detected), "psi_limit": threshold, "ks_limit": ks_limit}
-        if not detected:
-            return Judgement(Verdict.PASS, psi[worst], f"no {column}'s drift test rejects (max {column} PSI "
-                             f"{_fmt(psi[worst])} on {column} {worst!r} is within sampling noise; window {window})",
-                             evidence=evidence)
+        ks = {k: v for k, v in by_column("ks_statistic").items() if math.isfinite(v)} if ks_limit is not None else {}
+        evidence = {"test": "drift test p-value below this look's share of alpha, then PSI and KS effect sizes",
+                    "columns": len(psi), "rejected_by_exporter": sorted(detected), "level": level,
+                    "pvalues": {name: pvalues[name] for name in sorted(detected) if name in pvalues},
+                    "psi_limit": threshold, "ks_limit": ks_limit}
+        if not significant:
+            worst = max(psi, key=lambda name: psi[name])
+            exporter = f"; the exporter's test rejects {', '.join(sorted(detected))}" if detected else ""
+            return Judgement(Verdict.PASS, psi[worst], f"no {column}'s drift is significant at this look's level "
+                             f"{level:.2g}{exporter} (max {column} PSI {_fmt(psi[worst])} on {column} {worst!r} is "
+                             f"within sampling noise; window {window})", evidence=evidence)
         too_far = []
-        for name in sorted(detected & set(psi)):
+        for name in sorted(significant):
             effects = [f"PSI {_fmt(psi[name])} > {_fmt(threshold)}"] if psi[name] > threshold else []
             if ks_limit is not None and ks.get(name, 0.0) > ks_limit:
                 effects.append(f"KS {_fmt(ks[name])} > {_fmt(ks_limit)}")
             if effects:
-                too_far.append(f"{column} {name!r} ({', '.join(effects)})")
-        top = max(detected & set(psi), key=lambda name: psi[name], default=worst)
+                too_far.append(f"{column} {name!r} ({', '.join(effects)}, p {pvalues[name]:.2g})")
+        top = max(significant, key=lambda name: psi[name])
         limits = f"PSI <= {_fmt(threshold)}" + (f", KS <= {_fmt(ks_limit)}" if ks_limit is not None else "")
         if too_far:
-            return Judgement(Verdict.FAIL, psi[top], f"{gate}: {len(detected)} {column}(s) whose drift test rejects, "
-                             f"past an effect limit: {'; '.join(too_far)} (window {window})", evidence=evidence)
-        return Judgement(Verdict.PASS, psi[top], f"{len(detected)} {column}(s) whose drift test rejects, all within "
-                         f"{limits} (max PSI {_fmt(psi[top])} on {column} {top!r}; window {window})",
+            return Judgement(Verdict.FAIL, psi[top], f"{gate}: {len(significant)} {column}(s) drifted with "
+                             f"significance (p < {level:.2g}) past an effect limit: {'; '.join(too_far)} "
+                             f"(window {window})", evidence=evidence)
+        return Judgement(Verdict.PASS, psi[top], f"{len(significant)} {column}(s) drifted with significance, all "
+                         f"within {limits} (max PSI {_fmt(psi[top])} on {column} {top!r}; window {window})",
                          evidence=evidence)
 
     return judge
 
 
 def _judge_accuracy(step: Step, threshold: float) -> Judgement:
+    """Accuracy on labelled rows as a proportion with Clopper–Pearson bounds, like the error ratio."""
     if not step.plan.accuracy_applies:
         return Judgement(Verdict.NOT_APPLICABLE, None, "accuracy is not measured for regression tasks")
     samples = step.measured.run(step.queries.labelled_rows())
@@ -187,10 +201,21 @@ def _judge_accuracy(step: Step, threshold: float) -> Judgement:
     value, why = step.measured.single(step.queries.accuracy(), "canary accuracy")
     if value is None:
         return inconclusive(why)
-    text = f"canary accuracy {_fmt(value)} on {rows:.0f} labelled rows"
-    if value >= threshold:
-        return Judgement(Verdict.PASS, value, f"{text} >= {_fmt(threshold)}")
-    return Judgement(Verdict.FAIL, value, f"min_accuracy: {text} < {_fmt(threshold)}")
+    n = round(rows)
+    correct = min(n, max(0, round(value * n)))
+    fail_at, pass_at = step.look_error, step.plan.thresholds.beta
+    high, low = proportion_upper(correct, n, fail_at), proportion_lower(correct, n, pass_at)
+    evidence = {"test": "Clopper-Pearson bounds", "correct": correct, "labelled_rows": n, "lower": low,
+                "upper": high, "lower_error": pass_at, "upper_error": fail_at, "limit": threshold}
+    text = f"canary accuracy {_fmt(value)} on {n} labelled rows"
+    if high < threshold:
+        return Judgement(Verdict.FAIL, value, f"min_accuracy: {text}, at most {_fmt(high)} with "
+                         f"{1 - fail_at:.4%} confidence < {_fmt(threshold)}", evidence=evidence)
+    if low >= threshold:
+        return Judgement(Verdict.PASS, value, f"{text}, at least {_fmt(low)} with {1 - pass_at:.0%} confidence "
+                         f">= {_fmt(threshold)}", evidence=evidence)
+    return Judgement(Verdict.INCONCLUSIVE, value, f"min_accuracy: {text}: between {_fmt(low)} and {_fmt(high)}, "
+                     f"on both sides of {_fmt(threshold)}: not yet decided", evidence=evidence)
 
 
 def gate_definitions(plan: RolloutPlan, window_seconds: int) -> list[GateDef]:

@@ -1,4 +1,5 @@
-"""The traffic gates — errors and latency, absolute and against the stable — as statistical judgements.
+"""The traffic gates — errors and latency, absolute and against the stable — as statistical judgements, and the
+error budget that every statistical gate (these, drift and accuracy) shares over a whole rollout.
 
 Each gate answers *fail* only when a confidence bound is past its limit, *pass* only when the opposite
 bound is within it, and *inconclusive* (not yet decided) in between: more traffic decides.
@@ -37,8 +38,9 @@ from modelfleet.rollout.significance import (
 )
 from modelfleet.rollout.verdicts import Judgement, Step, Verdict, inconclusive
 
-#: The gates whose fail side spends the rollout's ``alpha``.
-STATISTICAL_GATES = ("error_rate", "p99_latency_ms", "latency_vs_stable", "error_rate_vs_stable")
+#: The gates whose fail side spends the rollout's ``alpha`` (the drift and accuracy gates are in gates.py).
+STATISTICAL_GATES = ("error_rate", "p99_latency_ms", "latency_vs_stable", "error_rate_vs_stable", "drift_psi",
+                     "prediction_psi", "min_accuracy")
 #: Looks one analysis makes at most: at the end of the interval, then while it is not yet decided.
 LOOKS_PER_ANALYSIS = 4
 #: The latency quantile the gates judge.
