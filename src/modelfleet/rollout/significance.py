@@ -114,7 +114,7 @@ class Histogram:
         for _le, count in pairs:
             running = max(running, round(count))
             counts.append(running)
-        return cls(tuple(le for le, _ in pairs[:-1]), tuple(counts[:-1]), counts[-1])
+        return cls(tuple(le for le, _count in pairs[:-1]), tuple(counts[:-1]), counts[-1])
 
     def bucket_of(self, k: int) -> tuple[float, float]:
         """(lower edge, upper edge] of the bucket holding the k-th smallest request (1-based)."""
