@@ -24,7 +24,8 @@ bound is within it, and *inconclusive* (not yet decided) in between: more traffi
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from modelfleet.rollout.plan import RolloutPlan, format_weight
 from modelfleet.rollout.significance import (
@@ -45,6 +46,7 @@ STATISTICAL_GATES = ("error_rate", "p99_latency_ms", "latency_vs_stable", "error
 LOOKS_PER_ANALYSIS = 4
 #: The latency quantile the gates judge.
 QUANTILE = 0.99
+_T = TypeVar("_T")
 
 
 def rollout_looks(plan: RolloutPlan) -> int:
@@ -172,16 +174,25 @@ def _margin(value: float, ratio: float, difference: float) -> float:
     return max(value * ratio, value + difference)
 
 
-def judge_latency_vs_stable(step: Step, ratio: float) -> Judgement:
+def _both(step: Step, read: Callable[[Step, str, str], _T | Judgement]) -> tuple[_T, _T] | Judgement:
+    """What ``read`` gives for the canary and the stable, or why the comparison cannot be made."""
     unusable = stable_unusable(step)
     if unusable is not None:
         return unusable
-    canary_hist = _histogram(step, step.plan.canary, "canary")
-    if isinstance(canary_hist, Judgement):
-        return canary_hist
-    stable_hist = _histogram(step, step.plan.stable, "stable")
-    if isinstance(stable_hist, Judgement):
-        return stable_hist
+    canary = read(step, step.plan.canary, "canary")
+    if isinstance(canary, Judgement):
+        return canary
+    stable = read(step, step.plan.stable, "stable")
+    if isinstance(stable, Judgement):
+        return stable
+    return canary, stable
+
+
+def judge_latency_vs_stable(step: Step, ratio: float) -> Judgement:
+    both = _both(step, _histogram)
+    if isinstance(both, Judgement):
+        return both
+    canary_hist, stable_hist = both
     fail_at, pass_at = step.look_error / 2, step.plan.thresholds.beta / 2
     difference = step.plan.thresholds.latency_margin_ms / 1000
     canary = quantile_bounds(canary_hist, QUANTILE, fail_at, pass_at)
@@ -215,16 +226,10 @@ def judge_latency_vs_stable(step: Step, ratio: float) -> Judgement:
 
 
 def judge_error_rate_vs_stable(step: Step, ratio: float) -> Judgement:
-    unusable = stable_unusable(step)
-    if unusable is not None:
-        return unusable
-    canary = _counts(step, step.plan.canary, "canary")
-    if isinstance(canary, Judgement):
-        return canary
-    stable = _counts(step, step.plan.stable, "stable")
-    if isinstance(stable, Judgement):
-        return stable
-    (c_errors, c_n), (s_errors, s_n) = canary, stable
+    both = _both(step, _counts)
+    if isinstance(both, Judgement):
+        return both
+    (c_errors, c_n), (s_errors, s_n) = both
     fail_at, pass_at = step.look_error / 2, step.plan.thresholds.beta / 2
     difference = step.plan.thresholds.error_margin
     c_low, c_high = proportion_lower(c_errors, c_n, fail_at), proportion_upper(c_errors, c_n, pass_at)
