@@ -23,7 +23,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -245,12 +245,13 @@ def behaviours(model: LatencyModel, case: Case, grid_rng: np.random.Generator,
 
 
 def simulate(case: Case, volume: Volume, rule: str, trials: int, seed: int, model: LatencyModel,
-             cache: dict[tuple[float, float], np.ndarray], store: StateStore) -> tuple[Counter[str], Counter[str]]:
+             cache: dict[tuple[float, float], np.ndarray], store: StateStore,
+             gates: Thresholds = GATES) -> tuple[Counter[str], Counter[str]]:
     rng = np.random.default_rng(seed)
     features = Features.build(np.random.default_rng(seed + 1))
     stable, canary = behaviours(model, case, np.random.default_rng(seed + 2), cache)
     plan = RolloutPlan(model="sim", stable="1", canary="2", steps=volume.steps, interval_seconds=volume.interval,
-                       min_requests=volume.min_requests, failure_limit=1, inconclusive_limit=3, thresholds=GATES,
+                       min_requests=volume.min_requests, failure_limit=1, inconclusive_limit=3, thresholds=gates,
                        hosts=("h1",))
     outcomes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -271,13 +272,18 @@ def main() -> int:
     parser.add_argument("--rule", action="append", choices=["old", *GRIDS], help="default: old and r10")
     parser.add_argument("--no-sweep", action="store_true", help="skip the smallest-detected-effect sweeps")
     parser.add_argument("--no-table", action="store_true", help="only the sweeps")
+    parser.add_argument("--latency-scale", type=float, default=1.0,
+                        help="multiply the recorded latencies (both versions), e.g. 20 for a ~10 ms model")
+    parser.add_argument("--sweep", action="append", choices=sorted(SWEEPS), help="default: every sweep")
     parser.add_argument("--sweep-trials", type=int, default=200)
     args = parser.parse_args()
-    model = LatencyModel.load(args.latency_file)
+    model = LatencyModel.load(args.latency_file).scaled(args.latency_scale)
+    # A slower model gets a proportionally higher absolute p99 limit (the example's 100 ms for a ~0.5 ms model).
+    gates = replace(GATES, p99_latency_ms=(GATES.p99_latency_ms or 100.0) * args.latency_scale)
     cache: dict[tuple[float, float], np.ndarray] = {}
     rules = args.rule or ["old", "r10"]
     print(f"latency recorded from {model.source}; {args.trials} rollouts per case and rule; seed {args.seed}")
-    print(f"gates: {GATES}")
+    print(f"gates: {gates}")
     with tempfile.TemporaryDirectory() as tmp:
         store = StateStore(Path(tmp))
         for volume_name in args.volume or ["demo", "10x"]:
@@ -288,7 +294,7 @@ def main() -> int:
             print("|---|---|---:|---:|---:|---|")
             for case in () if args.no_table else CASES:
                 for rule in rules:
-                    outcomes, reasons = simulate(case, volume, rule, args.trials, args.seed, model, cache, store)
+                    outcomes, reasons = simulate(case, volume, rule, args.trials, args.seed, model, cache, store, gates)
                     share = {k: f"{100 * outcomes[k] / args.trials:.1f}%" for k in
                              ("promoted", "rolled back", "undecided")}
                     top = reasons.most_common(1)[0][0] if reasons else ""
@@ -300,9 +306,12 @@ def main() -> int:
                   "* marks the smallest effect rolled back in >= 95%:")
             for rule in [r for r in rules if r != "old"]:
                 for sweep, cases in SWEEPS.items():
+                    if args.sweep and sweep not in args.sweep:
+                        continue
                     shares, marked = [], False
                     for case in cases:
-                        outcomes, _ = simulate(case, volume, rule, args.sweep_trials, args.seed, model, cache, store)
+                        outcomes, _ = simulate(case, volume, rule, args.sweep_trials, args.seed, model, cache, store,
+                                               gates)
                         rate = (outcomes["rolled back"] + outcomes["undecided"]) / args.sweep_trials
                         star = "*" if rate >= 0.95 and not marked else ""
                         marked = marked or rate >= 0.95

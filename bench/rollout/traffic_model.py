@@ -36,6 +36,12 @@ class LatencyModel:
         data = json.loads(path.read_text())
         return cls(tuple(data["bounds"]), tuple(data["counts"]), str(data.get("source", path.name)))
 
+    def scaled(self, factor: float) -> LatencyModel:
+        """The same distribution with every latency × ``factor`` (bucket edges scaled)."""
+        if factor == 1.0:
+            return self
+        return LatencyModel(tuple(b * factor for b in self.bounds), self.counts, f"{self.source}, scaled x{factor:g}")
+
     def sample(self, size: int, rng: np.random.Generator) -> FloatArray:
         """Latencies (seconds): a recorded bucket by its share, then log-uniform inside it."""
         probabilities = np.asarray(self.counts, dtype=np.float64) / sum(self.counts)
