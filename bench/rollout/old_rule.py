@@ -12,9 +12,11 @@ import math
 
 from modelfleet.rollout.plan import RolloutPlan
 from modelfleet.rollout.verdicts import GateResult, Verdict, overall_verdict
+from modelfleet.serve.metrics import LATENCY_BUCKETS
 
-#: The model server's latency buckets before the R10 grid (seconds).
-OLD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The model server's request latency buckets before the R10 grid (seconds): the grid its queue and compute
+#: histograms still use.
+OLD_BUCKETS = LATENCY_BUCKETS
 
 
 def histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float:

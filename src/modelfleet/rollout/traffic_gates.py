@@ -233,12 +233,12 @@ def judge_error_rate_vs_stable(step: Step, ratio: float) -> Judgement:
     fail_at, pass_at = step.look_error / 2, step.plan.thresholds.beta / 2
     difference = step.plan.thresholds.error_margin
     c_low, c_high = proportion_lower(c_errors, c_n, fail_at), proportion_upper(c_errors, c_n, pass_at)
-    s_low, s_high = proportion_upper(s_errors, s_n, pass_at), proportion_upper(s_errors, s_n, fail_at)
-    fail_margin, pass_margin = _margin(s_high, ratio, difference), _margin(s_low, ratio, difference)
+    s_high_pass, s_high = proportion_upper(s_errors, s_n, pass_at), proportion_upper(s_errors, s_n, fail_at)
+    fail_margin, pass_margin = _margin(s_high, ratio, difference), _margin(s_high_pass, ratio, difference)
     value = c_errors / c_n
     evidence = {"test": "Clopper-Pearson bounds of both error ratios", "canary_errors": c_errors,
                 "canary_requests": c_n, "stable_errors": s_errors, "stable_requests": s_n, "ratio": ratio,
-                "margin": difference, "canary_lower": c_low, "canary_upper": c_high, "stable_upper_pass": s_low,
+                "margin": difference, "canary_lower": c_low, "canary_upper": c_high, "stable_upper_pass": s_high_pass,
                 "stable_upper": s_high, "lower_error": fail_at, "upper_error": pass_at}
     text = (f"canary errors {c_errors}/{c_n} = {_percent(value)} vs stable {s_errors}/{s_n} = "
             f"{_percent(s_errors / s_n)}")
@@ -249,8 +249,8 @@ def judge_error_rate_vs_stable(step: Step, ratio: float) -> Judgement:
                          f"{_confidence(2 * fail_at)} confidence", evidence=evidence)
     if c_high <= pass_margin:
         return Judgement(Verdict.PASS, value, f"{text}: canary at most {_percent(c_high)}, within {margins} = "
-                         f"{_percent(pass_margin)} (stable at most {_percent(s_low)}), {_confidence(2 * pass_at)} "
-                         "confidence", evidence=evidence)
+                         f"{_percent(pass_margin)} (stable at most {_percent(s_high_pass)}), "
+                         f"{_confidence(2 * pass_at)} confidence", evidence=evidence)
     return Judgement(Verdict.INCONCLUSIVE, value, f"error_rate_vs_stable: {text}: canary between {_percent(c_low)} "
                      f"and {_percent(c_high)}, margin {margins} between {_percent(pass_margin)} and "
                      f"{_percent(fail_margin)}: not yet decided", evidence=evidence)

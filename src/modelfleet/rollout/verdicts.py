@@ -66,7 +66,7 @@ def inconclusive(detail: str, **evidence: Any) -> Judgement:
 @dataclass(frozen=True)
 class Step:
     """One analysis: the plan, its queries and measurements, the canary's weight, the window, and the error
-    level each statistical bound may have at this look (see :func:`modelfleet.rollout.traffic.look_error`)."""
+    level each statistical bound may have at this look (see :func:`modelfleet.rollout.traffic_gates.look_error`)."""
 
     plan: RolloutPlan
     queries: Queries
