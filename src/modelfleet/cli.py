@@ -200,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_drift(commands)
     _add_verify(commands)
     from modelfleet.alerting.command import add_parser as add_retrain_hook
+    from modelfleet.k8s.command import add_parser as add_k8s
 
     add_retrain_hook(commands)
+    add_k8s(commands)
     return parser
 
 
