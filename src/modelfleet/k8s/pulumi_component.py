@@ -1,0 +1,110 @@
+"""``ModelDeployment``: a Pulumi ComponentResource that creates the builder's objects as typed resources.
+
+The objects come from :func:`modelfleet.k8s.render.build` (the same as ``modelfleet k8s render``); each becomes
+a typed pulumi_kubernetes resource (Namespace, Deployment, Service, HorizontalPodAutoscaler,
+PodDisruptionBudget) or, for the CRD kinds (HTTPRoute, ServiceMonitor, PrometheusRule), a
+``CustomResource`` — not ``yaml.ConfigGroup``, whose children do not exist under Pulumi's mocks
+(pulumi-kubernetes #3183), so the unit tests could not see them.
+
+``pulumi/k8s/__main__.py`` only calls :func:`from_config`: the stack configuration (``Pulumi.<stack>.yaml``)
+holds the model spec's path and the settings; a rollout step is ``pulumi config set canaryWeight 50`` then
+``pulumi up``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from modelfleet.k8s.naming import Obj
+from modelfleet.k8s.render import build
+from modelfleet.k8s.settings import K8sSettings, load_settings
+from modelfleet.spec import ModelSpec, load_spec
+
+_TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+}
+# Stack config keys (Pulumi.yaml declares them) -> settings fields; everything else goes in `settings`.
+CONFIG_KEYS = {"namespace": "namespace", "image": "image", "stableVersion": "stable_version",
+               "canaryVersion": "canary_version", "canaryWeight": "canary_weight", "traffic": "traffic",
+               "gpuResource": "gpu_resource"}
+
+
+@dataclass(frozen=True)
+class ModelDeploymentArgs:
+    """What a model's deployment is made of: its validated spec and its Kubernetes settings."""
+
+    spec: ModelSpec
+    settings: K8sSettings
+
+
+class ModelDeployment(pulumi.ComponentResource):
+    """Stable and canary versions of one model, their traffic split and monitoring, as child resources."""
+
+    objects: list[Obj]
+    children: dict[str, pulumi.CustomResource]
+
+    def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("modelfleet:k8s:ModelDeployment", name, None, opts)
+        self.objects = build(args.spec, args.settings)  # bad settings fail here, at preview
+        self.children = {}
+        namespace: pulumi.CustomResource | None = None
+        for obj in self.objects:
+            depends = [namespace] if namespace is not None else []
+            resource = _resource(obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
+            self.children[_key(obj)] = resource
+            if obj["kind"] == "Namespace":
+                namespace = resource
+        releases = [o["metadata"]["name"] for o in self.objects if o["kind"] == "Deployment"]
+        self.register_outputs({"namespace": args.settings.namespace, "deployments": releases,
+                               "canary_version": args.settings.canary_version or "",
+                               "canary_weight": args.settings.canary_weight})
+
+
+def _key(obj: Obj) -> str:
+    return f"{obj['kind'].lower()}-{obj['metadata']['name']}"
+
+
+def _resource(obj: Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    body = copy.deepcopy(obj)
+    typed = _TYPED.get((body["apiVersion"], body["kind"]))
+    if typed is not None:
+        return typed(_key(obj), metadata=body["metadata"], spec=body.get("spec"), opts=opts)
+    return k8s.apiextensions.CustomResource(_key(obj), api_version=body["apiVersion"], kind=body["kind"],
+                                            metadata=body["metadata"], spec=body["spec"], opts=opts)
+
+
+def args_from_config(config: pulumi.Config, project_dir: Path | None = None) -> ModelDeploymentArgs:
+    """The spec (``model``: a path relative to the project) and settings (``settings`` + the typed keys)."""
+    project_dir = project_dir or Path.cwd()
+    spec_path = Path(config.require("model"))
+    spec = load_spec(spec_path if spec_path.is_absolute() else project_dir / spec_path)
+    base: dict[str, Any] = dict(config.get_object("settings") or {})
+    for key, field in CONFIG_KEYS.items():
+        value = config.get_int(key) if key == "canaryWeight" else config.get(key)
+        if value is not None and value != "":
+            base[field] = value
+    rules_dir = base.get("monitoring", {}).get("rules_dir")
+    if rules_dir is not None and not Path(rules_dir).is_absolute():
+        base["monitoring"] = {**base["monitoring"], "rules_dir": str(project_dir / rules_dir)}
+    return ModelDeploymentArgs(spec, load_settings(base=base))
+
+
+def from_config(name: str | None = None) -> ModelDeployment:
+    """The Pulumi program of ``pulumi/k8s``: one ModelDeployment from the stack configuration."""
+    args = args_from_config(pulumi.Config())
+    deployment = ModelDeployment(name or args.spec.name, args)
+    pulumi.export("namespace", args.settings.namespace)
+    pulumi.export("deployments", [o["metadata"]["name"] for o in deployment.objects if o["kind"] == "Deployment"])
+    pulumi.export("canaryWeight", args.settings.canary_weight)
+    return deployment
