@@ -201,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     from modelfleet.alerting.command import add_parser as add_retrain_hook
     from modelfleet.k8s.command import add_parser as add_k8s
+    from modelfleet.k8s.command import add_rollout_parser
 
     add_retrain_hook(commands)
     add_k8s(commands)
+    add_rollout_parser(commands)
     return parser
 
 

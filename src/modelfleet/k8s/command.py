@@ -1,7 +1,9 @@
-"""``modelfleet k8s render MODEL_YML``: the model's Kubernetes objects as a YAML stream on stdout.
+"""``modelfleet k8s render`` and ``modelfleet rollout``: the Kubernetes front ends of the command line.
 
-For GitOps repositories (Argo CD, Flux): the same objects ``pulumi/k8s`` creates, from the same builder, as
-``helm template`` would print them. Bad settings exit with status 2 and one line per problem.
+``k8s render MODEL_YML`` prints the model's objects as a YAML stream, for GitOps repositories (Argo CD, Flux):
+the same objects ``pulumi/k8s`` creates, from the same builder, as ``helm template`` would print them.
+``rollout MODEL_YML`` judges the canary once (:mod:`modelfleet.k8s.rollout`) and writes the next weight into
+the stack or settings file. Bad settings exit with status 2 and one line per problem.
 """
 
 from __future__ import annotations
@@ -39,3 +41,51 @@ def add_parser(commands: Any) -> None:
     render.add_argument("--canary-weight", type=int, help="%% of requests to the canary: 0 or a rollout step")
     render.add_argument("--namespace", "-n", help="namespace of every object (default modelfleet)")
     render.set_defaults(handler=_render)
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from modelfleet.durations import parse_duration
+    from modelfleet.errors import UsageError
+    from modelfleet.k8s.rollout import WeightsFile, rollout_step
+    from modelfleet.rollout.prometheus import PrometheusClient
+    from modelfleet.rollout.state import StateStore
+    from modelfleet.spec import load_spec
+
+    spec = load_spec(args.model_yml)
+    target = WeightsFile(Path(args.stack), "stack") if args.stack else WeightsFile(Path(args.settings), "settings")
+    state_dir = Path(args.state_dir) if args.state_dir else target.path.resolve().parent / ".modelfleet-rollout"
+    try:
+        max_wait = parse_duration(args.max_wait, allow_zero=True) if args.max_wait is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--max-wait: {exc}") from None
+    result = rollout_step(spec, target, PrometheusClient(args.prometheus, timeout=args.timeout), StateStore(state_dir),
+                          max_wait=max_wait)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        canary = f"canary {result.canary} at {result.weight}%" if result.canary else "no canary"
+        print(f"{spec.name}: {result.decision}: {result.reason}")
+        print(f"{target.path}: stable {result.stable}, {canary}{' (done)' if result.done else ''}")
+    return 0
+
+
+def add_rollout_parser(commands: Any) -> None:
+    """Add ``rollout`` (one canary judgement for Kubernetes) to the ``modelfleet`` command's subparsers."""
+    rollout = commands.add_parser("rollout", help="judge a Kubernetes canary on Prometheus and write the next weight "
+                                  "(or promotion/rollback) into the stack or settings file")
+    rollout.add_argument("model_yml", help="the model spec (model.yml): rollout steps and gates")
+    rollout.add_argument("--prometheus", required=True, help="the cluster Prometheus' URL (http(s)://host:port)")
+    where = rollout.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", help="Pulumi stack file of pulumi/k8s (Pulumi.<stack>.yaml)")
+    where.add_argument("--settings", help="settings file of `modelfleet k8s render -f`")
+    rollout.add_argument("--state-dir", help="rollout state (default .modelfleet-rollout beside the file; keep it "
+                         "with the file so any CI runner resumes)")
+    rollout.add_argument("--max-wait", help="longest extra wait for evidence in a step (default: one interval)")
+    rollout.add_argument("--timeout", type=float, default=10.0, help="seconds per Prometheus query (default 10)")
+    rollout.add_argument("--json", action="store_true", help="print the result as JSON")
+    rollout.set_defaults(handler=_rollout)
