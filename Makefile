@@ -48,7 +48,7 @@ RUNTIME_SOURCES := pyproject.toml $(shell git ls-files src 2>/dev/null)
 EXAMPLES := credit-risk mlp
 
 # Only the directories that exist (ruff fails on missing paths).
-LINT_DIRS := $(wildcard src tests plugins examples bench scripts)
+LINT_DIRS := $(wildcard src tests plugins examples bench scripts pulumi)
 PYTEST_ARGS ?=
 
 # The venv first on PATH: molecule and ansible shell out to ansible-config & co.
