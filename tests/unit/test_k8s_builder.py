@@ -109,6 +109,13 @@ def test_hpa_owns_replicas() -> None:
         assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
 
 
+def test_argo_cd_applies_the_split_after_the_workloads() -> None:
+    for traffic, kind in (("gateway", "HTTPRoute"), ("replicas", "Service")):
+        split = one(objects(config=canary_settings(50, traffic=traffic)), kind, "credit-risk")
+        assert split["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
+    assert "annotations" not in one(objects(), "Deployment")["metadata"]  # wave 0
+
+
 def test_replica_ratio_fallback() -> None:
     items = objects(config=canary_settings(50, traffic="replicas", replicas=4))
     assert not of_kind(items, "HTTPRoute")

@@ -26,7 +26,7 @@ from k8s_cases import REPO, RULES_DIR, SHA_1, SHA_2, canary_settings, gpu_spec, 
 
 from modelfleet.errors import UsageError
 from modelfleet.k8s import K8sSettings, build
-from modelfleet.k8s.pulumi_component import CONFIG_KEYS, ModelDeployment, ModelDeploymentArgs
+from modelfleet.k8s.pulumi_component import CONFIG_KEYS, ModelDeployment, ModelDeploymentArgs, depends_on
 from modelfleet.spec import ModelSpec
 
 PROGRAM = REPO / "pulumi" / "k8s"
@@ -120,6 +120,17 @@ def test_typed_resources_and_custom_resources() -> None:
                        "horizontalpodautoscaler": "HorizontalPodAutoscaler", "httproute": "CustomResource",
                        "servicemonitor": "CustomResource", "prometheusrule": "CustomResource"}
     assert len(made[0].children) == len(build(spec, config))
+
+
+@pytest.mark.parametrize("traffic", ["gateway", "replicas"])
+def test_traffic_split_waits_for_every_version(traffic: str) -> None:
+    objects = build(make_spec(), canary_settings(50, traffic=traffic, replicas=2))
+    order = {f"{o['kind'].lower()}-{o['metadata']['name']}": depends_on(o, objects[:i]) for i, o in enumerate(objects)}
+    split = "httproute-credit-risk" if traffic == "gateway" else "service-credit-risk"
+    assert order[split] == ["namespace-modelfleet", "deployment-credit-risk-v1", "service-credit-risk-v1",
+                            "deployment-credit-risk-v2", "service-credit-risk-v2"]
+    assert order["deployment-credit-risk-v2"] == ["namespace-modelfleet"]
+    assert order["namespace-modelfleet"] == []
 
 
 def test_gpu_limits_tolerations_and_probes() -> None:

@@ -58,13 +58,9 @@ class ModelDeployment(pulumi.ComponentResource):
         super().__init__("modelfleet:k8s:ModelDeployment", name, None, opts)
         self.objects = build(args.spec, args.settings)  # bad settings fail here, at preview
         self.children = {}
-        namespace: pulumi.CustomResource | None = None
-        for obj in self.objects:
-            depends = [namespace] if namespace is not None else []
-            resource = _resource(obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
-            self.children[_key(obj)] = resource
-            if obj["kind"] == "Namespace":
-                namespace = resource
+        for index, obj in enumerate(self.objects):
+            depends = [self.children[key] for key in depends_on(obj, self.objects[:index])]
+            self.children[_key(obj)] = _resource(obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
         releases = [o["metadata"]["name"] for o in self.objects if o["kind"] == "Deployment"]
         self.register_outputs({"namespace": args.settings.namespace, "deployments": releases,
                                "canary_version": args.settings.canary_version or "",
@@ -73,6 +69,25 @@ class ModelDeployment(pulumi.ComponentResource):
 
 def _key(obj: Obj) -> str:
     return f"{obj['kind'].lower()}-{obj['metadata']['name']}"
+
+
+def depends_on(obj: Obj, earlier: list[Obj]) -> list[str]:
+    """Children ``obj`` waits for: everything waits for the namespace; the traffic split waits for every version.
+
+    pulumi-kubernetes considers a Deployment created only once its rollout is available (ready pods), so the
+    HTTPRoute (or the shared Service of ``traffic: replicas``) changes weights only after a new canary can
+    answer: no 503s from routing to a canary that is not ready (kserve #5983).
+    """
+    keys = [_key(o) for o in earlier if o["kind"] == "Namespace"]
+    if is_traffic(obj):
+        keys += [_key(o) for o in earlier if o["kind"] in ("Deployment", "Service") and not is_traffic(o)]
+    return keys
+
+
+def is_traffic(obj: Obj) -> bool:
+    """The object that splits traffic: the HTTPRoute, or the Service over every version's pods."""
+    return obj["kind"] == "HTTPRoute" or (obj["kind"] == "Service" and "modelfleet.io/role" not in
+                                          obj["metadata"]["labels"])
 
 
 def _resource(obj: Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:

@@ -6,6 +6,9 @@ for the canary, and a canary at weight 0 is deployed (and can become ready) with
 
 Without Gateway API (``traffic: replicas``) one Service selects the pods of both versions and the split is
 the ratio of their replicas: coarse (with 4 replicas, 25% steps), and only as even as kube-proxy's balancing.
+
+Both carry Argo CD's sync wave 1 (the Deployments are in wave 0): Argo CD applies the split only once the
+versions' Deployments are healthy. The Pulumi component orders them the same way (``depends_on``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from modelfleet.k8s.naming import SERVE_PORT_NAME, Obj, Release, metadata, model_labels
 from modelfleet.k8s.settings import K8sSettings
 from modelfleet.spec import ModelSpec
+
+AFTER_WORKLOADS = {"argocd.argoproj.io/sync-wave": "1"}
 
 
 def weight_problems(spec: ModelSpec, settings: K8sSettings) -> list[str]:
@@ -56,14 +61,15 @@ def http_route(spec: ModelSpec, settings: K8sSettings, releases: list[Release]) 
         route_spec["hostnames"] = list(settings.hostnames)
     return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": metadata(spec.name, settings, model_labels(spec, settings),
-                                 annotations={"modelfleet.io/canary-weight": str(settings.canary_weight)}),
+                                 annotations={"modelfleet.io/canary-weight": str(settings.canary_weight),
+                                              **AFTER_WORKLOADS}),
             "spec": route_spec}
 
 
 def shared_service(spec: ModelSpec, settings: K8sSettings) -> Obj:
     """``traffic: replicas``: the Service clients call, over the pods of every version."""
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": metadata(spec.name, settings, model_labels(spec, settings)),
+            "metadata": metadata(spec.name, settings, model_labels(spec, settings), annotations=dict(AFTER_WORKLOADS)),
             "spec": {"type": "ClusterIP",
                      "selector": {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/component": "model-server"},
                      "ports": [{"name": SERVE_PORT_NAME, "port": settings.port, "targetPort": SERVE_PORT_NAME,
