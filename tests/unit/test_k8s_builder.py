@@ -80,12 +80,14 @@ def test_drift_exporter_sidecar_shares_the_spool_volume() -> None:
 
 
 def test_gpu_requests_limits_and_toleration() -> None:
-    deployment = one(objects(gpu_spec(2), settings(node_selector={"gpu": "a100"})), "Deployment")
+    deployment = one(objects(gpu_spec(2), settings(node_selector={"gpu": "a100"}, runtime_class_name="nvidia")),
+                     "Deployment")
     resources = container(deployment, "model-server")["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == "2" == resources["requests"]["nvidia.com/gpu"]
     pod = deployment["spec"]["template"]["spec"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["nodeSelector"] == {"gpu": "a100"}
+    assert pod["runtimeClassName"] == "nvidia"
     assert "nvidia.com/gpu" not in container(deployment, "drift-exporter")["resources"]["limits"]
 
 

@@ -33,6 +33,7 @@ CASES = {
     "canary-weight-0": lambda: objects(config=canary_settings(0)),
     "gpu-mig-tolerations": lambda: objects(gpu_spec(1), settings(
         gpu_resource="nvidia.com/mig-1g.10gb", node_selector={"nvidia.com/gpu.product": "A100-SXM4-40GB"},
+        runtime_class_name="nvidia", image_pull_secrets=["registry"],
         tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}])),
     "hpa": lambda: objects(config=canary_settings(50, autoscaling={"enabled": True, "max_replicas": 8})),
     "replicas-pvc": lambda: objects(config=canary_settings(

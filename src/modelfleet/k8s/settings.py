@@ -134,6 +134,9 @@ class K8sSettings(_Strict):
     replicas: int | None = Field(default=None, ge=1, description="pods per version (default: serving.instances)")
     gpu_resource: str = Field(default="nvidia.com/gpu", pattern=RESOURCE_NAME,
                               description="extended resource of a GPU, e.g. nvidia.com/mig-1g.10gb for a MIG slice")
+    runtime_class_name: str | None = Field(default=None, pattern=DNS_LABEL,
+                                           description="e.g. nvidia, where the GPU runtime is not the default")
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for a private registry")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, description="beyond nvidia.com/gpu (added for GPUs)")
     artifact: ArtifactSource = ArtifactSource(source="image")

@@ -105,6 +105,10 @@ def pod_spec(release: Release, spec: ModelSpec, settings: K8sSettings) -> Obj:
     }
     if settings.node_selector:
         pod["nodeSelector"] = dict(settings.node_selector)
+    if settings.runtime_class_name:
+        pod["runtimeClassName"] = settings.runtime_class_name
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
     tolerations = _tolerations(spec, settings)
     if tolerations:
         pod["tolerations"] = tolerations
