@@ -5,6 +5,7 @@ The judgement itself runs against a real Prometheus in tests/integration/test_k8
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,17 @@ def test_command_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["rollout", str(CREDIT_RISK), *filled]) == ExitCode.USAGE
     assert message in capsys.readouterr().err
     assert stack.read_text(encoding="utf-8") == STACK
+
+
+def test_command_starts_a_rollout_and_writes_the_first_step(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``start`` needs no Prometheus yet: the first weight is the plan's first step."""
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text(STACK.replace("canaryWeight: 10", "canaryWeight: 0"), encoding="utf-8")
+    assert main(["rollout", str(CREDIT_RISK), "--prometheus", "http://127.0.0.1:9", "--stack", str(stack),
+                 "--json"]) == ExitCode.OK
+    result = json.loads(capsys.readouterr().out)
+    assert (result["decision"], result["canary_weight"], result["done"]) == ("start", 10, False)
+    assert result["rollout"]["steps"] == [10, 50, 100]
+    assert WeightsFile(stack, "stack").read() == (None, "2", 10)
+    assert (tmp_path / ".modelfleet-rollout" / "credit-risk.json").is_file()
