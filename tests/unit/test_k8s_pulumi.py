@@ -27,7 +27,7 @@ from k8s_cases import REPO, RULES_DIR, SHA_1, SHA_2, canary_settings, gpu_spec, 
 from modelfleet.errors import UsageError
 from modelfleet.k8s import K8sSettings, build
 from modelfleet.k8s.pulumi_component import CONFIG_KEYS, ModelDeployment, ModelDeploymentArgs, depends_on
-from modelfleet.spec import ModelSpec
+from modelfleet.spec import ModelSpec, load_spec
 
 PROGRAM = REPO / "pulumi" / "k8s"
 # pulumi.export under mocks trips a DeprecationWarning inside pulumi (output.py); not ours to fix.
@@ -60,9 +60,10 @@ def _ints(value: Any) -> Any:
     return value
 
 
-def run_program(program: Callable[[], Any], config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_program(program: Callable[[], Any], config: dict[str, Any] | None = None,
+                recorder: Recorder | None = None) -> list[dict[str, Any]]:
     """Run a Pulumi program under mocks in a fresh event loop and context; the Kubernetes objects it registered."""
-    recorder = Recorder()
+    recorder = recorder or Recorder()
 
     def body() -> None:
         loop = asyncio.new_event_loop()
@@ -131,6 +132,20 @@ def test_traffic_split_waits_for_every_version(traffic: str) -> None:
                             "deployment-credit-risk-v2", "service-credit-risk-v2"]
     assert order["deployment-credit-risk-v2"] == ["namespace-modelfleet"]
     assert order["namespace-modelfleet"] == []
+
+
+def test_two_models_in_one_stack_do_not_collide() -> None:
+    recorder = Recorder()
+    spec, mlp = make_spec(), load_spec(REPO / "examples" / "mlp" / "model.yml")
+
+    def program() -> None:
+        ModelDeployment(spec.name, ModelDeploymentArgs(spec, settings()))
+        ModelDeployment(mlp.name, ModelDeploymentArgs(mlp, settings(create_namespace=False)))
+
+    resources = run_program(program, recorder=recorder)
+    names = [r.name for r in recorder.resources if r.typ.startswith("kubernetes:")]
+    assert len(names) == len(set(names)) == len(resources) == 13
+    assert "credit-risk-deployment-credit-risk-v1" in names and "mlp-deployment-mlp-v1" in names
 
 
 def test_gpu_limits_tolerations_and_probes() -> None:

@@ -60,7 +60,8 @@ class ModelDeployment(pulumi.ComponentResource):
         self.children = {}
         for index, obj in enumerate(self.objects):
             depends = [self.children[key] for key in depends_on(obj, self.objects[:index])]
-            self.children[_key(obj)] = _resource(obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
+            options = pulumi.ResourceOptions(parent=self, depends_on=depends)
+            self.children[_key(obj)] = _resource(f"{name}-{_key(obj)}", obj, options)
         releases = [o["metadata"]["name"] for o in self.objects if o["kind"] == "Deployment"]
         self.register_outputs({"namespace": args.settings.namespace, "deployments": releases,
                                "canary_version": args.settings.canary_version or "",
@@ -90,12 +91,14 @@ def is_traffic(obj: Obj) -> bool:
                                           obj["metadata"]["labels"])
 
 
-def _resource(obj: Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+def _resource(name: str, obj: Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """A typed resource for the built-in kinds, a CustomResource for the CRDs; ``name`` is Pulumi's, unique
+    per stack (two models in one stack do not collide), the object keeps its own ``metadata.name``."""
     body = copy.deepcopy(obj)
     typed = _TYPED.get((body["apiVersion"], body["kind"]))
     if typed is not None:
-        return typed(_key(obj), metadata=body["metadata"], spec=body.get("spec"), opts=opts)
-    return k8s.apiextensions.CustomResource(_key(obj), api_version=body["apiVersion"], kind=body["kind"],
+        return typed(name, metadata=body["metadata"], spec=body.get("spec"), opts=opts)
+    return k8s.apiextensions.CustomResource(name, api_version=body["apiVersion"], kind=body["kind"],
                                             metadata=body["metadata"], spec=body["spec"], opts=opts)
 
 
