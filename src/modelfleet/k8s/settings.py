@@ -42,7 +42,7 @@ class ArtifactSource(_Strict):
     - ``image``: baked into the image under ``path``; the init container checks the files against the manifest.
     """
 
-    source: Literal["url", "pvc", "image"] = "url"
+    source: Literal["url", "pvc", "image"] = "image"
     url: str | None = Field(default=None, description="http(s) URL template of the tar.gz: {name}, {version}")
     claim: str | None = Field(default=None, pattern=DNS_LABEL, description="PVC holding <name>/<version>/")
     path: str = Field(default="/opt/modelfleet/models", description="image: directory holding <name>/<version>/")
@@ -139,7 +139,7 @@ class K8sSettings(_Strict):
     image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for a private registry")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, description="beyond nvidia.com/gpu (added for GPUs)")
-    artifact: ArtifactSource = ArtifactSource(source="image")
+    artifact: ArtifactSource = ArtifactSource()
     autoscaling: Autoscaling = Autoscaling()
     max_unavailable: int = Field(default=1, ge=1, description="PodDisruptionBudget per version")
     drift_exporter: DriftSidecar = DriftSidecar()
