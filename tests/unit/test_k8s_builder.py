@@ -123,6 +123,9 @@ def test_replica_ratio_fallback() -> None:
     assert not of_kind(items, "HTTPRoute")
     replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in of_kind(items, "Deployment")}
     assert replicas == {"credit-risk-v1": 2, "credit-risk-v2": 2}
+    assert one(items, "Service", "credit-risk")["metadata"]["annotations"]["modelfleet.io/canary-share"] == "50"
+    coarse = objects(config=canary_settings(10, traffic="replicas", replicas=4))
+    assert one(coarse, "Service", "credit-risk")["metadata"]["annotations"]["modelfleet.io/canary-share"] == "25"
     shared = one(items, "Service", "credit-risk")["spec"]["selector"]
     for deployment in of_kind(items, "Deployment"):
         assert shared.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()

@@ -32,10 +32,18 @@ def test_settings_file_then_flags(tmp_path: Path, capsys: pytest.CaptureFixture[
     settings.write_text("namespace: ml\ntraffic: replicas\nreplicas: 4\ncanary_version: '2'\n", encoding="utf-8")
     assert main(["k8s", "render", str(CREDIT_RISK), "-f", str(settings), "--canary-weight", "50",
                  "--set", "monitoring.service_monitor=false"]) == ExitCode.OK
-    items = list(yaml.safe_load_all(capsys.readouterr().out))
+    captured = capsys.readouterr()
+    assert captured.err == ""  # 2 of 4 pods: the 50% asked for
+    items = list(yaml.safe_load_all(captured.out))
     assert {o["metadata"].get("namespace") for o in items if o["kind"] != "Namespace"} == {"ml"}
     assert [o["spec"]["replicas"] for o in items if o["kind"] == "Deployment"] == [2, 2]
     assert not [o for o in items if o["kind"] in ("ServiceMonitor", "HTTPRoute")]
+
+
+def test_coarse_replica_split_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["k8s", "render", str(CREDIT_RISK), "--canary-version", "2", "--canary-weight", "10",
+                 "--set", "traffic=replicas", "--set", "replicas=4"]) == ExitCode.OK
+    assert "gives the canary 25% of the pods (canary_weight 10)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [

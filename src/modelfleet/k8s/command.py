@@ -22,7 +22,14 @@ def _render(args: argparse.Namespace) -> int:
     settings = load_settings(args.settings, args.set,
                              base={"canary_version": args.canary_version, "canary_weight": args.canary_weight,
                                    "stable_version": args.stable_version, "namespace": args.namespace})
-    sys.stdout.write(to_yaml(build(spec, settings)))
+    objects = build(spec, settings)
+    for obj in objects:
+        annotations = obj["metadata"].get("annotations", {})
+        share, weight = annotations.get("modelfleet.io/canary-share"), annotations.get("modelfleet.io/canary-weight")
+        if share is not None and float(share) != float(weight):
+            print(f"modelfleet k8s: warning: traffic: replicas gives the canary {share}% of the pods "
+                  f"(canary_weight {weight}); more replicas make the split finer", file=sys.stderr)
+    sys.stdout.write(to_yaml(objects))
     return 0
 
 

@@ -70,7 +70,8 @@ def build(spec: ModelSpec, settings: K8sSettings) -> list[Obj]:
     if settings.traffic == "gateway":
         objects.append(traffic.http_route(spec, settings, deployed))
     else:
-        objects.append(traffic.shared_service(spec, settings))
+        split = traffic.split_replicas(total, settings.canary_weight) if len(deployed) > 1 else (total, 0)
+        objects.append(traffic.shared_service(spec, settings, split))
     if settings.monitoring.service_monitor:
         objects.append(monitoring.service_monitor(spec, settings))
     if settings.monitoring.prometheus_rule:

@@ -66,10 +66,18 @@ def http_route(spec: ModelSpec, settings: K8sSettings, releases: list[Release]) 
             "spec": route_spec}
 
 
-def shared_service(spec: ModelSpec, settings: K8sSettings) -> Obj:
-    """``traffic: replicas``: the Service clients call, over the pods of every version."""
+def replica_share(stable: int, canary: int) -> float:
+    """The canary's share of the pods, in percent: what ``traffic: replicas`` actually sends it."""
+    return 100.0 * canary / (stable + canary) if stable + canary else 0.0
+
+
+def shared_service(spec: ModelSpec, settings: K8sSettings, replicas: tuple[int, int]) -> Obj:
+    """``traffic: replicas``: the Service clients call, over the pods of every version; the canary's share of the
+    pods (``modelfleet.io/canary-share``, percent) is what it gets, whatever weight was asked for."""
+    annotations = {**AFTER_WORKLOADS, "modelfleet.io/canary-weight": str(settings.canary_weight),
+                   "modelfleet.io/canary-share": f"{replica_share(*replicas):g}"}
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": metadata(spec.name, settings, model_labels(spec, settings), annotations=dict(AFTER_WORKLOADS)),
+            "metadata": metadata(spec.name, settings, model_labels(spec, settings), annotations=annotations),
             "spec": {"type": "ClusterIP",
                      "selector": {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/component": "model-server"},
                      "ports": [{"name": SERVE_PORT_NAME, "port": settings.port, "targetPort": SERVE_PORT_NAME,
