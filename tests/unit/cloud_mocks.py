@@ -24,17 +24,23 @@ class Resource:
 
 @dataclass
 class Recorder(pulumi.runtime.Mocks):
-    """Records each resource; outputs echo the inputs (with an id), calls answer from ``calls``."""
+    """Records each resource; outputs echo the inputs (with an id) plus ``outputs[type]`` (computed by
+    the cloud, e.g. addresses: ``{name}`` in a value is the resource's name), calls answer from ``calls``."""
 
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: list[Resource] = field(default_factory=list)
+    invoked: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         self.resources.append(Resource(args.typ, args.name, dict(args.inputs)))
-        return f"{args.name}-id", dict(args.inputs)
+        computed = {k: v.format(name=args.name) if isinstance(v, str) else v
+                    for k, v in self.outputs.get(args.typ, {}).items()}
+        return f"{args.name}-id", dict(args.inputs) | computed
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return self.calls.get(args.token, {}), None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.invoked.append((args.token, dict(args.args)))
+        return self.calls.get(args.token, {})
 
     def of_type(self, typ: str) -> list[Resource]:
         return [r for r in self.resources if r.typ == typ]
@@ -46,11 +52,11 @@ class Recorder(pulumi.runtime.Mocks):
 
 
 def run_program(program: Callable[[], Any], project: str, config: dict[str, Any],
-                calls: dict[str, dict[str, Any]] | None = None) -> Recorder:
+                recorder: Recorder | None = None) -> Recorder:
     """Run ``program`` with ``config`` (keys without the project prefix; values as `pulumi config set` text)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    recorder = Recorder(calls or {})
+    recorder = recorder or Recorder()
     try:
         pulumi.runtime.set_mocks(recorder, project=project, stack="test", preview=False)
         pulumi.runtime.set_all_config({f"{project}:{k}": v if isinstance(v, str) else str(v).lower()
