@@ -126,3 +126,25 @@ def test_stage_context_refuses_a_corrupted_artifact(credit_risk_artifact: Path, 
 def test_stage_context_refuses_a_missing_wheelhouse(credit_risk_artifact: Path, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no wheelhouse there; build it with `make wheelhouse`"):
         stage_context(credit_risk_artifact, tmp_path / "nowhere", tmp_path / "ctx")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"FLAVOUR": "rocm"}, "FLAVOUR must be cpu or cuda, not 'rocm'"),
+    ({"MODEL_NAME": ""}, "build arguments MODEL_NAME and MODEL_VERSION are required"),
+])
+def test_bad_build_arguments_stop_the_build_with_a_message(docker: Docker, credit_risk_artifact: Path,
+                                                           tmp_path: Path, args: dict[str, str], message: str) -> None:
+    context = stage_context(credit_risk_artifact, wheelhouse(), tmp_path / "ctx")
+    tag = f"{PREFIX}-bad:{uuid.uuid4().hex[:8]}"
+    result = docker.run("build", "--tag", tag, *[f"--build-arg={k}={v}" for k, v in
+                                                 (context.build_args(BASE_IMAGE, "cpu") | args).items()],
+                        str(context.path), check=False)
+    docker.remove(images=[tag])
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_build_args_refuse_an_unknown_flavour(credit_risk_artifact: Path, tmp_path: Path) -> None:
+    context = stage_context(credit_risk_artifact, wheelhouse(), tmp_path / "ctx")
+    with pytest.raises(ValueError, match="flavour must be one of cpu, cuda, not 'rocm'"):
+        context.build_args(BASE_IMAGE, "rocm")
