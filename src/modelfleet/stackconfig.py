@@ -73,7 +73,7 @@ def read_settings(model: type[M], project: str, get: Callable[[str], Any], keys:
         if value is not None:
             values[alias] = value
     for key in keys:
-        prefix, _, name = key.partition(":")
+        prefix, _sep, name = key.partition(":")
         if prefix == project and name not in values:
             values[name] = get(name)
     return parse_settings(model, project, values)
