@@ -181,3 +181,10 @@ def test_unknown_key_in_the_stack_stops_the_program(config: dict[str, Any]) -> N
 def test_missing_artifact_is_named(config: dict[str, Any]) -> None:
     with pytest.raises(ArtifactError, match=r"credit-risk/3: no manifest\.json; not a modelfleet artifact"):
         up(config | {"canaryVersion": "3"})
+
+
+def test_example_stack_is_valid() -> None:
+    values = {k.removeprefix(f"{PROJECT}:"): v for k, v in
+              yaml.safe_load((PROGRAM / "Pulumi.example.yaml").read_text())["config"].items()}
+    settings = parse_settings(DockerHostSettings, PROJECT, values)
+    assert (settings.canary_version, settings.canary_weight) == ("2", 10)
