@@ -17,9 +17,11 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
 from harness import wait_for
-from serverkit import Server, StartServer
+from serverkit import Server, StartServer, spool_lines
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
+
+from modelfleet.spool.record import decode
 
 pytestmark = pytest.mark.integration
 
@@ -257,3 +259,21 @@ def test_sigterm_drains_grpc_requests_in_flight(start_server: StartServer, slow_
     for k, y in enumerate(results):
         np.testing.assert_array_equal(y, [[2.0 * iterations, 2.0 * k]])
     assert server.wait(30) == 0
+
+
+def test_grpc_requests_reach_the_payload_spool(start_server: StartServer, credit_risk_artifact: Path,
+                                               credit_rows: np.ndarray, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    server = start_server(credit_risk_artifact, "--grpc-port", "0", "--spool-dir", str(spool))
+    client = triton.InferenceServerClient(server.grpc_address)
+    try:
+        x = triton.InferInput("x", [3, 8], "FP32")
+        x.set_data_from_numpy(credit_rows[:3])
+        labels = client.infer("credit-risk", [x], request_id="spooled-grpc").as_numpy("label")
+    finally:
+        client.close()
+    wait_for(lambda: spool_lines(spool / "credit-risk" / "1"), 10, what="the spool record")
+    (record,) = [decode(line) for line in spool_lines(spool / "credit-risk" / "1")]
+    assert record.id == "spooled-grpc"
+    np.testing.assert_allclose(np.asarray(record.inputs["x"].data, np.float32), credit_rows[:3])
+    assert np.asarray(record.outputs["label"].data).tolist() == labels.tolist()
