@@ -41,7 +41,7 @@ def _typed(contents: pb.InferTensorContents, info: TensorInfo, shape: list[int])
     if field is None:
         raise ProtocolError(400, f"{where}: {info.datatype.value} has no typed contents field; send it in "
                                  "raw_input_contents")
-    others = [f.name for f, _ in contents.ListFields() if f.name != field]
+    others = [descriptor.name for descriptor, _values in contents.ListFields() if descriptor.name != field]
     if others:
         raise ProtocolError(400, f"{where}: {info.datatype.value} data belongs in contents.{field}, got "
                                  f"{', '.join(others)}")
