@@ -1,6 +1,10 @@
 """The OIP gRPC front end of a real server process: tritonclient.grpc unchanged on both examples, every datatype,
 typed and raw contents, the HTTP suite's bad inputs with the right gRPC status codes, metrics by protocol,
-and a graceful drain of gRPC requests in flight (KServe's gRPC client: kserve_clients.py)."""
+the payload spool, and a graceful drain of gRPC requests in flight (KServe's gRPC client: kserve_clients.py).
+
+Messages are built with tritonclient's generated classes. The test process must never import modelfleet's
+own ``inference_pb2`` (nor kserve's): they declare the same ``inference.*`` messages, and protobuf refuses
+a second definition in one process."""
 
 from __future__ import annotations
 
@@ -170,10 +174,28 @@ def _int_contents() -> bytes:
     return message.SerializeToString()
 
 
+def _renamed(name: str) -> bytes:
+    message = pb.ModelInferRequest.FromString(_credit(ROW))
+    message.inputs[0].name = name
+    return message.SerializeToString()
+
+
+def _classification() -> bytes:
+    message = pb.ModelInferRequest.FromString(_credit(ROW))
+    message.outputs.add(name="probabilities").parameters["classification"].int64_param = 2
+    return message.SerializeToString()
+
+
 BAD = {
     "malformed protobuf": (b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT, "malformed protobuf"),
     "no inputs": (pb.ModelInferRequest(model_name="credit-risk").SerializeToString(),
                   grpc.StatusCode.INVALID_ARGUMENT, "inputs must be a non-empty list"),
+    "unknown datatype": (_credit(ROW, datatype="FLOAT"), grpc.StatusCode.INVALID_ARGUMENT,
+                         "datatype 'FLOAT', the model expects FP32"),
+    "unknown input": (_renamed("z"), grpc.StatusCode.INVALID_ARGUMENT, "input 'z': the model has no such input"),
+    "too many elements": (_credit([*ROW, 1.0]), grpc.StatusCode.INVALID_ARGUMENT, "needs 8 element(s), data has 9"),
+    "classification": (_classification(), grpc.StatusCode.INVALID_ARGUMENT,
+                       "the classification extension is not supported"),
     "wrong datatype": (_credit(ROW, datatype="FP64"), grpc.StatusCode.INVALID_ARGUMENT,
                        "input 'x': datatype 'FP64', the model expects FP32"),
     "wrong rank": (_credit(ROW, shape=[8]), grpc.StatusCode.INVALID_ARGUMENT,
