@@ -299,3 +299,37 @@ def test_grpc_requests_reach_the_payload_spool(start_server: StartServer, credit
     assert record.id == "spooled-grpc"
     np.testing.assert_allclose(np.asarray(record.inputs["x"].data, np.float32), credit_rows[:3])
     assert np.asarray(record.outputs["label"].data).tolist() == labels.tolist()
+
+
+TYPED = {"x": np.array([[1.5, -2.25, 3.0], [0.1, 1e30, -0.0]], np.float32),
+         "d": np.array([[0.1, 1e300], [-2.5, 3.0]]), "h": np.array([[0.5, 1.5], [-2.0, 1000.0]], np.float16),
+         "i": np.array([[2147483647, 3], [-5, -2147483648]], np.int32), "u": np.array([255, 7], np.uint8),
+         "b": np.array([True, False]), "s": np.array(["héllo wörld ✓".encode(), b""], dtype=object)}
+TYPED_DATATYPES = {"x": "FP32", "d": "FP64", "h": "FP16", "i": "INT32", "u": "UINT8", "b": "BOOL", "s": "BYTES"}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http-binary"])
+def test_every_datatype_through_tritonclient_serialization(typed_server: Server, protocol: str) -> None:
+    """tritonclient's own raw encodings (BYTES length prefixes, BOOL bytes, FP16) in and out, unchanged."""
+    import tritonclient.http as triton_http
+
+    lib: Any = triton if protocol == "grpc" else triton_http
+    client = lib.InferenceServerClient(typed_server.grpc_address if protocol == "grpc"
+                                       else f"127.0.0.1:{typed_server.port}")
+    try:
+        inputs = []
+        for name, array in TYPED.items():
+            tensor = lib.InferInput(name, list(array.shape), TYPED_DATATYPES[name])
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = client.infer("typed", inputs)
+    finally:
+        client.close()
+    np.testing.assert_array_equal(result.as_numpy("y"), TYPED["x"] * 2)
+    np.testing.assert_array_equal(result.as_numpy("d1"), TYPED["d"] + 1)
+    np.testing.assert_array_equal(result.as_numpy("h2"), TYPED["h"] * 2)
+    assert result.as_numpy("h2").dtype == np.float16
+    assert result.as_numpy("isum").tolist() == [2147483650, -2147483653]
+    assert result.as_numpy("u1").tolist() == [0, 8]
+    assert result.as_numpy("nb").tolist() == [False, True]
+    assert result.as_numpy("s_out").tolist() == ["héllo wörld ✓".encode(), b""]
