@@ -29,7 +29,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 
 from modelfleet.serve import defaults
-from modelfleet.serve.batching import Batcher, BatchObserver, QueueFullError
+from modelfleet.serve.batching import Batcher, BatchObserver
 from modelfleet.serve.metrics import FAILURE_REASONS, ServerMetrics
 from modelfleet.serve.protocol import InferRequest, ProtocolError
 from modelfleet.serve.runtime import ModelRuntime, NotServableError, RuntimeOptions, TensorInfo
@@ -43,7 +43,8 @@ RETRY = [(b"retry-after", b"1")]
 INVALID_REQUEST = frozenset({400, 408, 413})
 #: What the model configuration says of requests with more rows than ``max_batch_size``.
 OVERSIZED_BATCHES = ("split: a request with more rows than max_batch_size is run as chunks of max_batch_size "
-                     "rows through the batching queue, bounded only by max_request_bytes")
+                     "rows through the batching queue (all queued or none), bounded by max_request_bytes and by "
+                     "max_batch_size x max_queue_size rows")
 #: Turns the transport's request into an :class:`InferRequest` validated against the model's inputs and
 #: outputs, given the max batch size (``None``: the model does not batch); raises ``ProtocolError``.
 Decode = Callable[[Sequence[TensorInfo], Sequence[TensorInfo], "int | None"], Awaitable[InferRequest]]
@@ -286,16 +287,15 @@ class DataPlane:
         """The request's outputs. A request with more rows than the max batch is split into chunks of the max
         batch that queue like any request (each an execution the warm-up and TensorRT profile cover)."""
         chunks = [request] if request.rows <= batcher.max_batch else _chunks(request, batcher.max_batch)
-        futures: list[asyncio.Future[list[npt.NDArray[Any]]]] = []
-        try:
-            for chunk in chunks:
-                futures.append(batcher.submit(chunk))
-        except QueueFullError:
-            for future in futures:
-                future.cancel()
+        if len(chunks) > batcher.max_queue:
+            raise ProtocolError(413, f"{request.rows} rows need {len(chunks)} batches of {batcher.max_batch}; the "
+                                     f"queue holds {batcher.max_queue}: send at most "
+                                     f"{batcher.max_batch * batcher.max_queue} rows per request")
+        if len(chunks) > batcher.room:  # all of them or none: a request is never half queued
             metrics.failure["queue_full"].inc()
             raise ProtocolError(503, f"the request queue is full ({batcher.max_queue} requests waiting); "
-                                     "retry later", RETRY) from None
+                                     "retry later", RETRY)
+        futures = [batcher.submit(chunk) for chunk in chunks]  # cannot fail: there is room, and no await between
         try:
             if len(futures) == 1:
                 return await futures[0]
@@ -307,7 +307,7 @@ class DataPlane:
             raise ProtocolError(503, "the server shut down before the model answered", RETRY) from None
         except Exception as exc:  # ORT failed on a request that passed validation: the model's fault
             for future in futures:
-                future.cancel()
+                future.cancel()  # the batcher skips what is left of this request
             metrics.failure["inference"].inc()
             log.warning("inference failed: %s", exc)
             raise ProtocolError(500, f"inference failed: {str(exc).strip()[:500]}") from None
