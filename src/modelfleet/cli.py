@@ -79,38 +79,51 @@ def _serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout, spool_dir=Path(args.spool_dir) if args.spool_dir else None,
         spool_sample_rate=args.spool_sample_rate, spool_max_bytes=args.spool_max_bytes,
         spool_segment_bytes=args.spool_segment_bytes)
-    return run(settings, args.host, args.port, shutdown_delay=args.shutdown_delay, drain_timeout=args.drain_timeout,
-               limit_concurrency=args.limit_concurrency, log_level=args.log_level)
+    return run(settings, args.host, args.port, grpc_port=args.grpc_port, shutdown_delay=args.shutdown_delay,
+               drain_timeout=args.drain_timeout, limit_concurrency=args.limit_concurrency, log_level=args.log_level)
 
 
 def _add_serve(commands: Any) -> None:
+    from modelfleet.serve import defaults as d
+
     serve = commands.add_parser("serve", help="serve one model artifact over the Open Inference Protocol")
     serve.add_argument("artifact_dir", help="artifact directory from `modelfleet convert` (<root>/<name>/<version>)")
-    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument("--host", default=d.HOST, help=f"listen address, HTTP and gRPC (default {d.HOST})")
+    serve.add_argument("--port", type=int, default=d.PORT, help=f"HTTP port (default {d.PORT}; 0: any free port)")
+    serve.add_argument("--grpc-port", type=int, default=d.GRPC_PORT,
+                       help="also serve the OIP over gRPC on this port (default: no gRPC; 0: any free port)")
     serve.add_argument("--spec", help="model.yml whose serving settings give the defaults below")
     serve.add_argument("--providers", help="execution providers in order: tensorrt,cuda,cpu (default: spec, or cpu)")
-    serve.add_argument("--max-batch", type=int, help="dynamic batching: rows per execution (default: spec, or 64)")
+    serve.add_argument("--max-batch", type=int,
+                       help=f"dynamic batching: rows per execution (default: spec, or {d.MAX_BATCH})")
     serve.add_argument("--max-queue-delay-us", type=int,
-                       help="dynamic batching: longest wait for a batch to fill (default: spec, or 2000)")
-    serve.add_argument("--max-queue-size", type=int, help="requests waiting before 503 (default: spec, or 1024)")
+                       help="dynamic batching: longest wait for a batch to fill "
+                            f"(default: spec, or {d.MAX_QUEUE_DELAY_US})")
+    serve.add_argument("--max-queue-size", type=int,
+                       help=f"requests waiting before 503 (default: spec, or {d.MAX_QUEUE_SIZE})")
     serve.add_argument("--inference-thread", action="store_true",
                        help="run the model on a worker thread instead of the event loop (for slow models)")
-    serve.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
-    serve.add_argument("--optimization", default="all", choices=["disable", "basic", "extended", "all"],
-                       help="online graph optimization level on this host (default all)")
+    serve.add_argument("--threads", type=int, default=d.INTRA_OP_THREADS,
+                       help="ONNX Runtime intra-op threads (0: one per core)")
+    serve.add_argument("--optimization", default=d.OPTIMIZATION, choices=["disable", "basic", "extended", "all"],
+                       help=f"online graph optimization level on this host (default {d.OPTIMIZATION})")
     serve.add_argument("--device-id", type=int, default=0, help="GPU index for CUDA/TensorRT")
     serve.add_argument("--trt-cache-dir", help="TensorRT engine cache (default: ARTIFACT_DIR/trt-cache)")
-    serve.add_argument("--max-request-bytes", type=int, default=16 << 20, help="request body limit (413 beyond)")
-    serve.add_argument("--body-timeout", type=float, default=30.0, help="seconds to receive a body (408 beyond)")
-    serve.add_argument("--limit-concurrency", type=int, default=2048, help="connections+requests before 503")
+    serve.add_argument("--max-request-bytes", type=int, default=d.MAX_REQUEST_BYTES,
+                       help="request body / gRPC message limit (413 / RESOURCE_EXHAUSTED beyond)")
+    serve.add_argument("--body-timeout", type=float, default=d.BODY_TIMEOUT,
+                       help="seconds to receive a body (408 beyond)")
+    serve.add_argument("--limit-concurrency", type=int, default=d.LIMIT_CONCURRENCY,
+                       help="HTTP connections+requests before 503")
     serve.add_argument("--spool-dir", help="write sampled request/response records here (for the drift exporter)")
-    serve.add_argument("--spool-sample-rate", type=float, default=1.0, help="share of requests spooled (0-1]")
-    serve.add_argument("--spool-max-bytes", type=int, default=256 << 20, help="spool size bound per version")
-    serve.add_argument("--spool-segment-bytes", type=int, default=16 << 20, help="spool segment size")
-    serve.add_argument("--shutdown-delay", type=float, default=0.0,
+    serve.add_argument("--spool-sample-rate", type=float, default=d.SPOOL_SAMPLE_RATE,
+                       help="share of requests spooled (0-1]")
+    serve.add_argument("--spool-max-bytes", type=int, default=d.SPOOL_MAX_BYTES, help="spool size bound per version")
+    serve.add_argument("--spool-segment-bytes", type=int, default=d.SPOOL_SEGMENT_BYTES, help="spool segment size")
+    serve.add_argument("--shutdown-delay", type=float, default=d.SHUTDOWN_DELAY,
                        help="on SIGTERM, seconds to keep serving while not ready (router health checks notice)")
-    serve.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, longest wait for requests")
+    serve.add_argument("--drain-timeout", type=float, default=d.DRAIN_TIMEOUT,
+                       help="on SIGTERM, longest wait for requests")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
 

@@ -38,6 +38,19 @@ def credit_risk_artifact(serve_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mlp_artifact(trained_examples: Path, serve_root: Path) -> Path:
+    """examples/mlp trained (PyTorch) and converted: the second example, max batch 32."""
+    return build_artifact(load_spec(trained_examples / "mlp" / "model.yml"), serve_root / "artifacts").path
+
+
+@pytest.fixture(scope="session")
+def mlp_server(mlp_artifact: Path, serve_root: Path) -> Iterator[Server]:
+    server = Server(mlp_artifact, serve_root, "--grpc-port", "0").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def typed_artifact(serve_root: Path) -> Path:
     return build_typed(serve_root / "sources", serve_root / "artifacts")
 
@@ -80,15 +93,15 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 
 @pytest.fixture(scope="session")
 def credit_server(credit_risk_artifact: Path, serve_root: Path) -> Iterator[Server]:
-    """One shared credit-risk server (tests must not depend on its counters' absolute values)."""
-    server = Server(credit_risk_artifact, serve_root).start()
+    """One shared credit-risk server, HTTP and gRPC (tests must not depend on its counters' absolute values)."""
+    server = Server(credit_risk_artifact, serve_root, "--grpc-port", "0").start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def typed_server(typed_artifact: Path, serve_root: Path) -> Iterator[Server]:
-    server = Server(typed_artifact, serve_root).start()
+    server = Server(typed_artifact, serve_root, "--grpc-port", "0").start()
     yield server
     server.stop()
 

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 HOST = "127.0.0.1"
 _LISTENING = re.compile(rb"running on http://127\.0\.0\.1:(\d+)")
+_GRPC_LISTENING = re.compile(rb"gRPC running on 127\.0\.0\.1:(\d+)")
 T = TypeVar("T")
 
 
@@ -111,11 +112,16 @@ class Server:
         self.log = workdir / f"server-{time.monotonic_ns()}.log"
         self.args = args
         self.port = 0
+        self.grpc_port = 0  # with --grpc-port: the port it listens on
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -135,6 +141,10 @@ class Server:
             return int(match.group(1)) if match else None
 
         self.port = wait_for(listening, timeout, what=f"the server to listen\n{self.output()}")
+        if "--grpc-port" in self.args:
+            match = _GRPC_LISTENING.search(self.log.read_bytes())
+            assert match, f"no gRPC listener in the log:\n{self.output()}"
+            self.grpc_port = int(match.group(1))
         if wait == "ready":
             wait_for(lambda: self.get("/v2/health/ready").status == 200, timeout,
                      what=f"readiness\n{self.output()}")

@@ -1,16 +1,14 @@
 """Real third-party Open Inference Protocol clients, unchanged, against a real server process:
-Triton's ``tritonclient.http`` and KServe's ``InferenceRESTClient``."""
+Triton's ``tritonclient.http`` (JSON and binary tensor data) and KServe's REST and gRPC clients
+(tritonclient.grpc: test_server_grpc.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -19,16 +17,6 @@ from serverkit import Server
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.integration
-
-
-def _kserve() -> ModuleType:
-    """``import kserve`` without pytest's arguments: kserve.model_server parses ``sys.argv`` on import, and
-    ``--co`` (pytest's --collect-only) would match its ``--configure_logging`` and exit the test run."""
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        return importlib.import_module("kserve")
-    finally:
-        sys.argv = argv
 
 
 def _expected(artifact_dir: Path, rows: np.ndarray) -> list[np.ndarray]:
@@ -61,7 +49,7 @@ def test_tritonclient_infer(triton_client: triton.InferenceServerClient, credit_
     rows = credit_rows[:7]
     x = triton.InferInput("x", list(rows.shape), "FP32")
     x.set_data_from_numpy(rows, binary_data=False)
-    # Outputs asked for in binary (tritonclient's default) come back as JSON data, which it reads too.
+    # One output as JSON data, one as binary data (tritonclient's default).
     outputs = [triton.InferRequestedOutput("probabilities", binary_data=False), triton.InferRequestedOutput("label")]
     result = triton_client.infer("credit-risk", [x], model_version=version, outputs=outputs, request_id="triton-7")
     label, probabilities = _expected(credit_risk_artifact, rows)
@@ -80,55 +68,60 @@ def test_tritonclient_sees_errors_with_the_servers_message(triton_client: triton
         triton_client.infer("credit-risk", [wrong])
     assert excinfo.value.status() == "400"
     assert "datatype 'FP64', the model expects FP32" in excinfo.value.message()
-    # tritonclient's default is the binary tensor extension, which this server does not speak:
-    # a clear 400, never a 500.
-    binary = triton.InferInput("x", [1, 8], "FP32")
-    binary.set_data_from_numpy(credit_rows[:1])
+    # Binary data that does not make the shape it claims: the same 400 as JSON, naming the input.
+    binary = triton.InferInput("x", [2, 8], "FP32")
+    binary.set_data_from_numpy(credit_rows[:2])
+    binary._raw_data = binary._raw_data[:-4]  # one float short; tritonclient would not send this by itself
+    binary._parameters["binary_data_size"] = len(binary._raw_data)
     with pytest.raises(InferenceServerException) as excinfo:
         triton_client.infer("credit-risk", [binary])
     assert excinfo.value.status() == "400"
-    assert "binary tensor extension" in excinfo.value.message() and "binary_data=False" in excinfo.value.message()
+    assert "input 'x': 60 byte(s) of FP32 data; shape [2, 8] needs 64" in excinfo.value.message()
     with pytest.raises(InferenceServerException) as excinfo:
         triton_client.get_model_metadata("credit-risk", "2")
     assert excinfo.value.status() == "404" and "no version '2'" in excinfo.value.message()
 
 
-def test_kserve_rest_client(credit_server: Server, credit_risk_artifact: Path, credit_rows: np.ndarray) -> None:
-    rows = credit_rows[:4]
-    kserve = _kserve()
-    InferenceRESTClient, RESTConfig = kserve.InferenceRESTClient, kserve.RESTConfig  # noqa: N806
-    InferInput, InferRequest = kserve.InferInput, kserve.InferRequest  # noqa: N806
+def test_kserve_rest_and_grpc_clients(credit_server: Server, credit_risk_artifact: Path) -> None:
+    # In its own process: kserve's and tritonclient.grpc's generated modules both declare inference.* messages.
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("kserve_clients.py")), credit_server.url,
+                             credit_server.grpc_address, str(credit_risk_artifact)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kserve REST and gRPC clients: ok" in result.stdout
 
-    async def session() -> None:
-        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30, retries=0))
-        try:
-            assert await client.is_server_live(credit_server.url)
-            assert await client.is_server_ready(credit_server.url)
-            assert await client.is_model_ready(credit_server.url, "credit-risk")
-            assert not await client.is_model_ready(credit_server.url, "other-model")
-            request = InferRequest(model_name="credit-risk", request_id="kserve-1",
-                                   infer_inputs=[InferInput("x", list(rows.shape), "FP32", data=rows.tolist())])
-            response = await client.infer(credit_server.url, request, model_name="credit-risk")
-            assert response.id == "kserve-1" and response.model_name == "credit-risk"
-            outputs = {o.name: o.as_numpy() for o in response.outputs}
-            label, probabilities = _expected(credit_risk_artifact, rows)
-            np.testing.assert_array_equal(outputs["label"].astype(np.int64), label)
-            np.testing.assert_allclose(outputs["probabilities"], probabilities, rtol=1e-6, atol=1e-7)
-            # A numpy array given to InferInput goes out as JSON data too.
-            numpy_input = InferInput("x", list(rows.shape), "FP32")
-            numpy_input.set_data_from_numpy(rows, binary_data=False)
-            again = await client.infer(credit_server.url, InferRequest(model_name="credit-risk",
-                                                                       infer_inputs=[numpy_input]),
-                                       model_name="credit-risk")
-            np.testing.assert_allclose(again.outputs[1].as_numpy(), probabilities, rtol=1e-6, atol=1e-7)
-            bad = InferRequest(model_name="credit-risk", infer_inputs=[InferInput("x", [1, 7], "FP32",
-                                                                                  data=[0.0] * 7)])
-            with pytest.raises(httpx.HTTPStatusError) as excinfo:
-                await client.infer(credit_server.url, bad, model_name="credit-risk")
-            assert excinfo.value.response.status_code == 400
-            # kserve lifts the server's {"error": ...} message into the exception text.
-            assert "dimension 1 is 7, the model expects 8" in str(excinfo.value)
-        finally:
-            await client.close()
 
-    asyncio.run(session())
+@pytest.mark.parametrize("example", ["credit-risk", "mlp"])
+def test_tritonclient_http_binary_data_on_both_examples(request: pytest.FixtureRequest, example: str,
+                                                        credit_rows: np.ndarray) -> None:
+    """tritonclient's defaults: inputs as binary data, outputs as binary data (none requested)."""
+    server: Server = request.getfixturevalue("credit_server" if example == "credit-risk" else "mlp_server")
+    artifact: Path = request.getfixturevalue("credit_risk_artifact" if example == "credit-risk" else "mlp_artifact")
+    session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    width = session.get_inputs()[0].shape[1]
+    rows = np.random.default_rng(7).normal(size=(100, width)).astype(np.float32)  # above both max batches
+    if example == "credit-risk":
+        rows = credit_rows[:100]
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(names, {"x": rows}), strict=True))
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=30.0)
+    try:
+        x = triton.InferInput("x", list(rows.shape), "FP32")
+        x.set_data_from_numpy(rows)  # binary_data=True, tritonclient's default
+        result = client.infer(example, [x], request_id="bin-1")
+        assert result.get_response()["id"] == "bin-1"
+        assert all("binary_data_size" in o["parameters"] for o in result.get_response()["outputs"])
+        for name in names:
+            np.testing.assert_allclose(result.as_numpy(name), expected[name], rtol=1e-6, atol=1e-7)
+            assert result.as_numpy(name).dtype == expected[name].dtype
+        # Mixed: one output binary, one JSON.
+        outputs = [triton.InferRequestedOutput(names[-1], binary_data=True)]
+        if len(names) > 1:
+            outputs.append(triton.InferRequestedOutput(names[0], binary_data=False))
+        mixed = client.infer(example, [x], outputs=outputs)
+        for name in names:
+            np.testing.assert_allclose(mixed.as_numpy(name), expected[name], rtol=1e-6, atol=1e-7)
+    finally:
+        client.close()
+    protocols = server.metrics().samples("modelfleet_inference_requests_total", protocol="http_binary", status="200")
+    assert protocols and protocols[0][1] >= 2

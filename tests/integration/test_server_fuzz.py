@@ -29,7 +29,7 @@ def test_schemathesis_finds_no_server_error(start_server: StartServer, typed_art
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    assert "12 selected / 12 total" in output  # every operation of the document was exercised
+    assert "14 selected / 14 total" in output  # every operation of the document was exercised
     assert server.proc.poll() is None, f"the server died:\n{server.output()}"
     assert server.get("/v2/health/live").status == 200 and server.get("/v2/health/ready").status == 200
     response = server.infer("typed", {"inputs": [tensor("x", "FP32", [1, 2, 3], [1, 3])]})

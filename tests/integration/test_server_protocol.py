@@ -9,7 +9,7 @@ import jsonschema
 import numpy as np
 import onnxruntime as ort
 import pytest
-from serverkit import Server, request, tensor
+from serverkit import Server, StartServer, request, tensor
 
 from modelfleet import __version__, artifact
 
@@ -33,7 +33,7 @@ def test_health_endpoints_and_server_metadata(credit_server: Server) -> None:
     assert (ready.status, ready.json()) == (200, {"ready": True})
     meta = credit_server.get("/v2")
     assert meta.status == 200
-    assert meta.json() == {"name": "modelfleet", "version": __version__, "extensions": []}
+    assert meta.json() == {"name": "modelfleet", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @pytest.mark.parametrize("prefix", ["/v2/models/credit-risk", "/v2/models/credit-risk/versions/1"])
@@ -54,6 +54,28 @@ def test_triton_style_model_config(credit_server: Server) -> None:
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [8]}]
     assert {o["name"]: o["dims"] for o in config["output"]} == {"label": [], "probabilities": [2]}
     assert config["parameters"]["execution_provider"] == {"string_value": "cpu"}
+    assert config["parameters"]["oversized_batches"]["string_value"].startswith("split: a request with more rows")
+    assert config["parameters"]["max_request_bytes"] == {"string_value": str(16 << 20)}
+
+
+def test_more_rows_than_the_max_batch_run_as_chunks_of_it(start_server: StartServer, credit_risk_artifact: Path,
+                                                           credit_rows: np.ndarray) -> None:
+    server = start_server(credit_risk_artifact)
+    rows = credit_rows[:150]  # max batch 64: chunks of 64, 64 and 22 rows
+    response = server.infer("credit-risk", {"inputs": [tensor("x", "FP32", rows.tolist(), [150, 8])]})
+    assert response.status == 200, response.body
+    session = ort.InferenceSession(str(credit_risk_artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(["label", "probabilities"], {"x": rows})
+    outputs = _outputs(response.json())
+    assert outputs["label"]["shape"] == [150] and outputs["label"]["data"] == label.tolist()
+    np.testing.assert_allclose(np.float32(outputs["probabilities"]["data"]).reshape(150, 2), probabilities,
+                               rtol=1e-6, atol=1e-7)
+    metrics = server.metrics()
+    assert metrics.value("nv_inference_exec_count_total") == 3 and metrics.value("nv_inference_count_total") == 150
+    assert metrics.value("modelfleet_batch_size_bucket", le="64.0") == 3  # no execution beyond the max batch
+    stats = server.get("/v2/models/credit-risk/stats").json()["model_stats"][0]
+    assert (stats["inference_count"], stats["execution_count"]) == (150, 3)
+    assert stats["inference_stats"]["success"]["count"] == 1
 
 
 @pytest.mark.parametrize("layout", ["flat", "nested"])
@@ -136,6 +158,7 @@ def test_openapi_document_describes_the_live_api(credit_server: Server, credit_r
         "/v2": ["get"], "/v2/health/live": ["get"], "/v2/health/ready": ["get"], "/metrics": ["get"],
         "/v2/models/{model_name}": ["get"], "/v2/models/{model_name}/ready": ["get"],
         "/v2/models/{model_name}/config": ["get"], "/v2/models/{model_name}/infer": ["post"],
+        "/v2/models/{model_name}/stats": ["get"], "/v2/models/{model_name}/versions/{model_version}/stats": ["get"],
         "/v2/models/{model_name}/versions/{model_version}": ["get"],
         "/v2/models/{model_name}/versions/{model_version}/ready": ["get"],
         "/v2/models/{model_name}/versions/{model_version}/config": ["get"],

@@ -20,7 +20,7 @@ from serverkit import Response, Server, StartServer, tensor
 from modelfleet.serve.app import ModelServer, ServerSettings
 from modelfleet.serve.dataplane import DataPlane, InferResponse
 from modelfleet.serve.protocol import InferRequest, ProtocolError, parse_infer_request
-from modelfleet.serve.runtime import ModelRuntime, TensorInfo
+from modelfleet.serve.runtime import ModelRuntime, RuntimeOptions, TensorInfo
 
 pytestmark = pytest.mark.integration
 
@@ -251,6 +251,54 @@ def test_the_data_plane_serves_without_http(typed_artifact: Path) -> None:
         labels = {"model": "typed", "version": "1"}
         assert plane.registry.get_sample_value("nv_inference_request_success_total", labels) == 1
         assert plane.in_flight == 0
+        await plane.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_rows_above_the_max_batch_are_chunks_bounded_by_the_queue(typed_artifact: Path) -> None:
+    """Rows above the max batch become chunks in the queue: at most max batch x queue size rows (413 beyond)."""
+
+    async def scenario() -> None:
+        plane = DataPlane(ServerSettings(artifact=typed_artifact, runtime=RuntimeOptions(max_batch=1),
+                                         max_queue_size=2))
+
+        def rows(count: int) -> dict[str, Any]:
+            return {"inputs": [
+                tensor("x", "FP32", [[1.0, 2.0, 3.0]] * count, [count, 3]),
+                tensor("d", "FP64", [[0.1, 2.0]] * count, [count, 2]), tensor("h", "FP16", [[0.5, 1.5]] * count,
+                                                                            [count, 2]),
+                tensor("i", "INT32", [[3, -5]] * count, [count, 2]), tensor("u", "UINT8", [7] * count, [count]),
+                tensor("b", "BOOL", [True] * count, [count]), tensor("s", "BYTES", ["a"] * count, [count])]}
+
+        def decoder(count: int) -> Any:
+            async def decode(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
+                             max_batch: int | None) -> InferRequest:
+                return parse_infer_request(json.dumps(rows(count)).encode(), inputs, outputs, max_batch)
+            return decode
+
+        answers: list[InferResponse] = []
+
+        async def respond(response: InferResponse) -> None:
+            answers.append(response)
+
+        await plane.startup()
+        for _ in range(3000):
+            if plane.ready:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(ProtocolError) as refused:
+            await plane.infer(decoder(3), respond)  # three chunks of one row; the queue holds two
+        assert refused.value.status == 413
+        assert refused.value.message == "3 rows need 3 batches of 1; the queue holds 2: send at most 2 rows per request"
+        await plane.infer(decoder(2), respond)  # nothing of the refused request was queued
+        (answer,) = answers
+        assert [a.shape[0] for a in answer.arrays] == [2] * len(answer.names)
+        labels = {"model": "typed", "version": "1"}
+        assert plane.registry.get_sample_value("nv_inference_exec_count_total", labels) == 2
+        assert plane.registry.get_sample_value("nv_inference_request_failure_total",
+                                               {**labels, "reason": "invalid_request"}) == 1
+        assert plane.batcher is not None and plane.batcher.depth == 0
         await plane.shutdown()
 
     asyncio.run(scenario())

@@ -81,7 +81,15 @@ def test_every_datatype_is_read_into_its_numpy_type(datatype: str, data: list[An
     (_body(_t("x", "FP32", [1, 2, 3, 4], [1, 3])), "shape [1, 3] needs 3 element(s), data has 4"),
     (_body(_t("x", "FP32", ["a", "b", "c"], [1, 3])), "input 'x': data cannot be read as FP32"),
     (_body({"name": "x", "datatype": "FP32", "shape": [1, 3]}), "input 'x': no data"),
-    (_body(_t("x", "FP32", [[1, 2, 3]] * 9, [9, 3])), "batch size 9 exceeds the model's max batch size 8"),
+    (_body(_t("x", "FP32", [[1, None, 3]], [1, 3])), "input 'x': element [0, 1] is null; FP32 data must be numbers"),
+    (_body(_t("x", "FP32", [1, 2, True], [1, 3])), "input 'x': element 2 is true; FP32 data must be numbers"),
+    (_body(_t("x", "FP32", [False, 2, 3], [1, 3])), "input 'x': element 0 is false"),
+    (_body(_t("x", "FP32", [1, 2, 3], [1, 3]), outputs=[{"name": "y"}, {"name": "y"}]),
+     "requested output(s) ['y'] listed more than once"),
+    (_body(_t("x", "FP32", [1, 2, 3], [1, 3]), outputs=[{"name": "y", "parameters": {"classification": 2}}]),
+     "the classification extension is not supported"),
+    (_body({"name": "x", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}),
+     "binary_data_size without an Inference-Header-Content-Length header"),
     (_body(_t("x", "FP32", [], [0, 3])), "the batch is empty"),
     (_body(_t("x", "FP32", [1, 2, 3], [1, 3]), _t("x", "FP32", [1, 2, 3], [1, 3])), "input 'x': given twice"),
     (_body(_t("x", "FP32", [1, 2, 3], [1, 3]), outputs=[{"name": "z"}]), "requested output(s) ['z'] do not exist"),
@@ -168,15 +176,91 @@ def test_response_encoding() -> None:
     body = orjson.loads(encode_infer_response(
         "m", "3", "req-1", ["y", "label", "s"],
         [np.array([[0.5, 1.5, 2.5]], np.float32), np.array([7], np.int64), np.array([b"caf\xc3\xa9", "x"], object)],
-        infos))
+        infos)[0])
     assert body == {"model_name": "m", "model_version": "3", "id": "req-1", "outputs": [
         {"name": "y", "datatype": "FP32", "shape": [1, 3], "data": [0.5, 1.5, 2.5]},
         {"name": "label", "datatype": "INT64", "shape": [1], "data": [7]},
         {"name": "s", "datatype": "BYTES", "shape": [2], "data": ["café", "x"]}]}
-    no_id = orjson.loads(encode_infer_response("m", "3", None, ["label"], [np.array([1])], infos))
+    no_id = orjson.loads(encode_infer_response("m", "3", None, ["label"], [np.array([1])], infos)[0])
     assert "id" not in no_id
     sliced = np.arange(12, dtype=np.float32).reshape(4, 3)[1:3, ::2]  # not contiguous, as a batch slice can be
     infos["z"] = TensorInfo("z", Datatype.FP32, (-1, 2))
-    assert orjson.loads(encode_infer_response("m", "3", None, ["z"], [sliced], infos))["outputs"][0]["data"] == \
+    assert orjson.loads(encode_infer_response("m", "3", None, ["z"], [sliced], infos)[0])["outputs"][0]["data"] == \
         [3.0, 5.0, 6.0, 8.0]
     assert orjson.loads(error_body('bad "x"')) == {"error": 'bad "x"'}
+
+
+def test_more_rows_than_the_max_batch_are_accepted_for_the_data_plane_to_split() -> None:
+    request = parse_infer_request(_body(_t("x", "FP32", [[1, 2, 3]] * 9, [9, 3])), (X,), OUTPUTS, 8)
+    assert request.rows == 9 and request.inputs["x"].shape == (9, 3)
+
+
+def test_literals_are_fine_outside_numeric_tensors() -> None:
+    flag = TensorInfo("b", Datatype.BOOL, (-1,))
+    request = parse_infer_request(_body(_t("x", "FP32", [1, 2, 3], [1, 3]), _t("b", "BOOL", [True], [1]),
+                                        parameters={"note": None}), (X, flag), OUTPUTS, 8)
+    assert request.inputs["b"].tolist() == [True]
+
+
+def _binary(header: dict[str, Any], *raw: bytes) -> tuple[bytes, int]:
+    encoded = json.dumps(header).encode()
+    return encoded + b"".join(raw), len(encoded)
+
+
+def test_binary_tensor_extension_inputs_and_outputs() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    strings = TensorInfo("s", Datatype.BYTES, (-1,))
+    raw_strings = b"\x02\x00\x00\x00ab\x00\x00\x00\x00"
+    body, length = _binary({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}},
+        {"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw_strings)}}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": True}}, {"name": "y"}]},
+        x.tobytes(), raw_strings)
+    request = parse_infer_request(body, (X, strings), OUTPUTS, 8, length)
+    np.testing.assert_array_equal(request.inputs["x"], x)
+    assert request.inputs["s"].tolist() == ["ab", ""]
+    assert request.outputs == ["label", "y"] and request.binary_outputs == {"label"}
+    everything, length = _binary({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}}],
+        "parameters": {"binary_data_output": True}}, x.tobytes())
+    assert parse_infer_request(everything, (X,), OUTPUTS, 8, length).binary_outputs == {"y", "label"}
+    infos = {"y": OUTPUTS[0], "label": OUTPUTS[1]}
+    answer, header = encode_infer_response("m", "3", "r", ["label", "y"], [np.array([4, 5]), x], infos, {"label"})
+    assert header is not None
+    decoded = orjson.loads(answer[:header])
+    assert decoded["outputs"][0] == {"name": "label", "datatype": "INT64", "shape": [2],
+                                     "parameters": {"binary_data_size": 16}}
+    assert decoded["outputs"][1]["data"] == x.ravel().tolist()
+    assert np.frombuffer(answer[header:], "<i8").tolist() == [4, 5]
+
+
+@pytest.mark.parametrize(("tensor", "raw", "header_length", "message"), [
+    ({"parameters": {"binary_data_size": 20}}, b"\0" * 20, None, "FP32 data; shape [2, 3] needs 24"),
+    ({"parameters": {"binary_data_size": 24}}, b"\0" * 20, None, "runs past the end of the body"),
+    ({"parameters": {"binary_data_size": 24}}, b"\0" * 28, None, "4 byte(s) of binary data after the last"),
+    ({"parameters": {"binary_data_size": -1}}, b"", None, "binary_data_size must be a non-negative integer"),
+    ({"parameters": {"binary_data_size": 24}, "data": [1]}, b"\0" * 24, None, "both \"data\" and"),
+    ({"parameters": {"binary_data_size": 24}}, b"\0" * 24, 10_000, "Inference-Header-Content-Length 10000 is outside"),
+])
+def test_binary_mistakes_are_400(tensor: dict[str, Any], raw: bytes, header_length: int | None,
+                                 message: str) -> None:
+    body, length = _binary({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], **tensor}]}, raw)
+    with pytest.raises(ProtocolError) as excinfo:
+        parse_infer_request(body, (X,), OUTPUTS, 8, header_length or length)
+    assert excinfo.value.status == 400 and message in excinfo.value.message
+
+
+@pytest.mark.parametrize(("datatype", "raw", "message"), [
+    ("BYTES", b"\x05\x00\x00\x00ab", "length 5 runs past the end"),
+    ("BYTES", b"\x01\x00", "its 4-byte length is cut short"),
+    ("BYTES", b"\x01\x00\x00\x00\xff", "not UTF-8"),
+    ("BYTES", b"\x00\x00\x00\x00" * 3, "more than 2 BYTES element(s); the shape needs 2"),
+    ("BOOL", b"\x01\x02", "BOOL element 1 is 2, not 0 or 1"),
+])
+def test_raw_tensor_mistakes_name_the_element(datatype: str, raw: bytes, message: str) -> None:
+    info = TensorInfo("v", Datatype(datatype), (-1,))
+    body, length = _binary({"inputs": [{"name": "v", "datatype": datatype, "shape": [2],
+                                        "parameters": {"binary_data_size": len(raw)}}]}, raw)
+    with pytest.raises(ProtocolError) as excinfo:
+        parse_infer_request(body, (info,), OUTPUTS, 8, length)
+    assert message in excinfo.value.message and "input 'v'" in excinfo.value.message

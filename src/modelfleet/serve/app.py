@@ -9,6 +9,7 @@ spool — is the data plane (:mod:`modelfleet.serve.dataplane`), which other fro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import orjson
 from prometheus_client import generate_latest
@@ -28,25 +29,49 @@ from modelfleet.asgi import (
 )
 from modelfleet.serve.dataplane import DataPlane, InferResponse, ServerSettings
 from modelfleet.serve.openapi import openapi_document
-from modelfleet.serve.protocol import InferRequest, ProtocolError, encode_infer_response, parse_infer_request
+from modelfleet.serve.protocol import (
+    EXTENSIONS,
+    InferRequest,
+    ProtocolError,
+    encode_infer_response,
+    parse_infer_request,
+)
 from modelfleet.serve.runtime import TensorInfo
 
 __all__ = ["ModelServer", "ServerSettings"]
 Headers = list[tuple[bytes, bytes]]
-_SERVER_METADATA = orjson.dumps({"name": "modelfleet", "version": __version__, "extensions": []})
+_SERVER_METADATA = orjson.dumps({"name": "modelfleet", "version": __version__, "extensions": list(EXTENSIONS)})
+
+
+class Companion(Protocol):
+    """Another front end of the same data plane (gRPC), started and stopped with this one."""
+
+    async def start(self) -> None:
+        """Start serving (the data plane has started)."""
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop; requests in flight get ``grace`` seconds."""
 
 
 class ModelServer(Application):
-    """The HTTP (ASGI) front end of one model version's :class:`DataPlane` (``plane``)."""
+    """The HTTP (ASGI) front end of one model version's :class:`DataPlane` (``plane``); ``companions`` are
+    started after the data plane and stopped before it (the data plane has drained their requests by then)."""
 
-    def __init__(self, settings: ServerSettings, plane: DataPlane | None = None) -> None:
+    def __init__(self, settings: ServerSettings, plane: DataPlane | None = None,
+                 companions: Sequence[Companion] = ()) -> None:
         self.plane = plane or DataPlane(settings)
         self.settings = self.plane.settings
+        self.companions = list(companions)
+        self.companion_grace: float | None = None  # seconds left to companions' RPCs at shutdown
 
     async def startup(self) -> None:
         await self.plane.startup()
+        for companion in self.companions:
+            await companion.start()
 
     async def shutdown(self) -> None:
+        for companion in self.companions:
+            await companion.stop(self.companion_grace)
         await self.plane.shutdown()
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,6 +139,9 @@ class ModelServer(Application):
         elif rest == ["config"]:
             allow(method, "GET")
             await send_response(send, 200, orjson.dumps(self.plane.config()))
+        elif rest == ["stats"]:
+            allow(method, "GET")
+            await send_response(send, 200, orjson.dumps({"model_stats": [self.plane.statistics()]}))
         elif rest == ["infer"]:
             allow(method, "POST")
             await self._infer(scope["headers"], receive, send)
@@ -123,21 +151,36 @@ class ModelServer(Application):
     # --- inference -----------------------------------------------------------------------------
 
     async def _infer(self, headers: Headers, receive: Receive, send: Send) -> None:
+        binary = any(key == b"inference-header-content-length" for key, _value in headers)
+        binary_outputs: frozenset[str] = frozenset()
+
         async def decode(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
                          max_batch: int | None) -> InferRequest:
-            if any(key == b"inference-header-content-length" for key, _value in headers):
-                # tritonclient's default: JSON followed by raw tensor bytes, unreadable as JSON.
-                raise ProtocolError(400, "the binary tensor extension (Inference-Header-Content-Length) is "
-                                         "not supported: send tensors as JSON \"data\" "
-                                         "(tritonclient: binary_data=False)")
+            nonlocal binary_outputs
             try:
                 body = await read_body(receive, headers, self.settings.max_request_bytes, self.settings.body_timeout)
             except BodyError as exc:
                 raise ProtocolError(exc.status, exc.message) from None
-            return parse_infer_request(body, inputs, outputs, max_batch)
+            request = parse_infer_request(body, inputs, outputs, max_batch, _header_length(headers) if binary else None)
+            binary_outputs = request.binary_outputs
+            return request
 
         async def respond(response: InferResponse) -> None:
-            await send_response(send, 200, encode_infer_response(response.model, response.version, response.id,
-                                                                 response.names, response.arrays, response.infos))
+            body, json_length = encode_infer_response(response.model, response.version, response.id, response.names,
+                                                      response.arrays, response.infos, binary_outputs)
+            if json_length is None:
+                await send_response(send, 200, body)
+            else:
+                await send_response(send, 200, body, b"application/octet-stream",
+                                    [(b"inference-header-content-length", str(json_length).encode())])
 
-        await self.plane.infer(decode, respond)
+        await self.plane.infer(decode, respond, "http_binary" if binary else "http_json")
+
+
+def _header_length(headers: Headers) -> int:
+    """``Inference-Header-Content-Length`` (Triton's binary tensor extension): the length of the JSON part."""
+    value = next(v for k, v in headers if k == b"inference-header-content-length")
+    if not value.isdigit():
+        raise ProtocolError(400, f"Inference-Header-Content-Length must be a number of bytes, "
+                                 f"got {value.decode(errors='replace')!r}")
+    return int(value)

@@ -69,6 +69,11 @@ class Batcher:
     def depth(self) -> int:
         return len(self._pending)
 
+    @property
+    def room(self) -> int:
+        """Requests the queue takes before it is full."""
+        return self.max_queue - len(self._pending)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._consume(), name="batcher")
 

@@ -20,15 +20,17 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 
-from modelfleet.serve.batching import Batcher, BatchObserver, QueueFullError
-from modelfleet.serve.metrics import ServerMetrics
+from modelfleet.serve import defaults
+from modelfleet.serve.batching import Batcher, BatchObserver
+from modelfleet.serve.metrics import FAILURE_REASONS, ServerMetrics
 from modelfleet.serve.protocol import InferRequest, ProtocolError
 from modelfleet.serve.runtime import ModelRuntime, NotServableError, RuntimeOptions, TensorInfo
 from modelfleet.spool.record import Tensor
@@ -39,8 +41,12 @@ log = logging.getLogger(__name__)
 RETRY = [(b"retry-after", b"1")]
 #: Statuses of refused requests counted as ``invalid_request`` failures (the client's fault).
 INVALID_REQUEST = frozenset({400, 408, 413})
-#: Turns the transport's request into an :class:`InferRequest` validated against the model's inputs,
-#: outputs and max batch size (``None``: the model does not batch); raises ``ProtocolError``.
+#: What the model configuration says of requests with more rows than ``max_batch_size``.
+OVERSIZED_BATCHES = ("split: a request with more rows than max_batch_size is run as chunks of max_batch_size "
+                     "rows through the batching queue (all queued or none), bounded by max_request_bytes and by "
+                     "max_batch_size x max_queue_size rows")
+#: Turns the transport's request into an :class:`InferRequest` validated against the model's inputs and
+#: outputs, given the max batch size (``None``: the model does not batch); raises ``ProtocolError``.
 Decode = Callable[[Sequence[TensorInfo], Sequence[TensorInfo], "int | None"], Awaitable[InferRequest]]
 
 
@@ -48,15 +54,15 @@ Decode = Callable[[Sequence[TensorInfo], Sequence[TensorInfo], "int | None"], Aw
 class ServerSettings:
     artifact: Path
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    max_queue_delay_us: int = 2000
-    max_queue_size: int = 1024
+    max_queue_delay_us: int = defaults.MAX_QUEUE_DELAY_US
+    max_queue_size: int = defaults.MAX_QUEUE_SIZE
     inline_inference: bool = True
-    max_request_bytes: int = 16 << 20
-    body_timeout: float = 30.0
+    max_request_bytes: int = defaults.MAX_REQUEST_BYTES
+    body_timeout: float = defaults.BODY_TIMEOUT
     spool_dir: Path | None = None
-    spool_sample_rate: float = 1.0
-    spool_max_bytes: int = 256 << 20
-    spool_segment_bytes: int = 16 << 20
+    spool_sample_rate: float = defaults.SPOOL_SAMPLE_RATE
+    spool_max_bytes: int = defaults.SPOOL_MAX_BYTES
+    spool_segment_bytes: int = defaults.SPOOL_SEGMENT_BYTES
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class DataPlane:
         self.in_flight = 0
         self.incoming = 0  # inference requests accepted, not yet decoded and queued
         self.draining = False
+        self.last_inference = 0.0  # Unix time of the last successful inference
         self._id_prefix = secrets.token_hex(4)
         self._id_counter = 0
         self._load_task: asyncio.Task[None] | None = None
@@ -203,21 +210,47 @@ class DataPlane:
                                      "default_queue_policy": {"max_queue_size": self.settings.max_queue_size}},
                 "instance_group": [{"count": 1, "kind": "KIND_CPU" if runtime.provider == "cpu" else "KIND_GPU"}],
                 "parameters": {"execution_provider": {"string_value": runtime.provider},
-                               "precision": {"string_value": runtime.precision}}}
+                               "precision": {"string_value": runtime.precision},
+                               "max_request_bytes": {"string_value": str(self.settings.max_request_bytes)},
+                               "oversized_batches": {"string_value": OVERSIZED_BATCHES if batch else "none"}}}
+
+    def statistics(self) -> dict[str, Any]:
+        """Triton-style model statistics (what tritonclient's get_inference_statistics reads), from the metrics."""
+        runtime = self._runtime_or_503()
+        labels = {"model": runtime.name, "version": runtime.version}
+
+        def value(name: str, **extra: str) -> float:
+            return self.registry.get_sample_value(name, {**labels, **extra}) or 0.0
+
+        def duration(histogram: str) -> dict[str, int]:
+            return {"count": int(value(f"{histogram}_count")), "ns": int(value(f"{histogram}_sum") * 1e9)}
+
+        failed = sum(value("nv_inference_request_failure_total", reason=r) for r in FAILURE_REASONS)
+        return {"name": runtime.name, "version": runtime.version,
+                "last_inference": int(self.last_inference * 1000),
+                "inference_count": int(value("nv_inference_count_total")),
+                "execution_count": int(value("nv_inference_exec_count_total")),
+                "inference_stats": {"success": duration("modelfleet_request_duration_seconds"),
+                                    "fail": {"count": int(failed), "ns": 0},
+                                    "queue": duration("modelfleet_queue_duration_seconds"),
+                                    "compute_infer": duration("modelfleet_compute_infer_duration_seconds")}}
 
     # --- inference -----------------------------------------------------------------------------
 
-    async def infer(self, decode: Decode, respond: Callable[[InferResponse], Awaitable[None]]) -> None:
+    async def infer(self, decode: Decode, respond: Callable[[InferResponse], Awaitable[None]],
+                    protocol: str = "http_json") -> None:
         """One inference: ``decode`` the request, batch and run it, ``respond``, then count and spool it.
 
         Raises :class:`ProtocolError` for a request refused or failed (not ready, invalid, queue full,
         inference error, cut short by shutdown); the transport answers with its status and message.
+        ``protocol`` labels the request in ``modelfleet_inference_requests_total``.
         """
         started = time.perf_counter()
         metrics = self.metrics
         if not self.ready or self.runtime is None or self.batcher is None or metrics is None:
             if metrics is not None:
                 metrics.failure["shutting_down"].inc()
+                metrics.on_request(protocol, 503)
             raise ProtocolError(503, f"model not ready: {self.not_ready_reason()}", RETRY)
         runtime, batcher = self.runtime, self.batcher
         self.in_flight += 1
@@ -233,6 +266,8 @@ class DataPlane:
             response = self._response(runtime, request, outputs)
             await respond(response)
             metrics.success.inc()
+            metrics.on_request(protocol, 200)
+            self.last_inference = time.time()
             metrics.request_duration.observe(time.perf_counter() - started)
             if self.spool is not None:
                 self.spool.offer(response.id, time.time(),
@@ -242,29 +277,41 @@ class DataPlane:
         except ProtocolError as exc:
             if exc.status in INVALID_REQUEST:
                 metrics.failure["invalid_request"].inc()
+            metrics.on_request(protocol, exc.status)
             raise
         finally:
             self.in_flight -= 1
             metrics.in_flight.dec()
 
     async def _run(self, request: InferRequest, batcher: Batcher, metrics: ServerMetrics) -> list[npt.NDArray[Any]]:
-        try:
-            future = batcher.submit(request)
-        except QueueFullError:
+        """The request's outputs. A request with more rows than the max batch is split into chunks of the max
+        batch that queue like any request (each an execution the warm-up and TensorRT profile cover)."""
+        chunks = [request] if request.rows <= batcher.max_batch else _chunks(request, batcher.max_batch)
+        if len(chunks) > batcher.max_queue:
+            raise ProtocolError(413, f"{request.rows} rows need {len(chunks)} batches of {batcher.max_batch}; the "
+                                     f"queue holds {batcher.max_queue}: send at most "
+                                     f"{batcher.max_batch * batcher.max_queue} rows per request")
+        if len(chunks) > batcher.room:  # all of them or none: a request is never half queued
             metrics.failure["queue_full"].inc()
             raise ProtocolError(503, f"the request queue is full ({batcher.max_queue} requests waiting); "
-                                     "retry later", RETRY) from None
+                                     "retry later", RETRY)
+        futures = [batcher.submit(chunk) for chunk in chunks]  # cannot fail: there is room, and no await between
         try:
-            return await future
+            if len(futures) == 1:
+                return await futures[0]
+            results = await asyncio.gather(*futures)
         except asyncio.CancelledError:
             # The drain timeout (or a forced exit) cut this request short: the transport answers it
             # rather than leave a bare 500; the task ends there, as its cancellation asked.
             metrics.failure["shutting_down"].inc()
             raise ProtocolError(503, "the server shut down before the model answered", RETRY) from None
         except Exception as exc:  # ORT failed on a request that passed validation: the model's fault
+            for future in futures:
+                future.cancel()  # the batcher skips what is left of this request
             metrics.failure["inference"].inc()
             log.warning("inference failed: %s", exc)
             raise ProtocolError(500, f"inference failed: {str(exc).strip()[:500]}") from None
+        return [np.concatenate([result[k] for result in results]) for k in range(len(results[0]))]
 
     def _response(self, runtime: ModelRuntime, request: InferRequest,
                   outputs: list[npt.NDArray[Any]]) -> InferResponse:
@@ -278,6 +325,11 @@ class DataPlane:
             names = list(request.outputs)
             arrays = [outputs[index[n]] for n in names]
         return InferResponse(runtime.name, runtime.version, request_id, names, arrays, runtime.output_infos)
+
+
+def _chunks(request: InferRequest, size: int) -> list[InferRequest]:
+    return [replace(request, inputs={name: array[start:start + size] for name, array in request.inputs.items()},
+                    rows=min(size, request.rows - start)) for start in range(0, request.rows, size)]
 
 
 def _triton_type(datatype: str) -> str:

@@ -1,7 +1,7 @@
-"""Run the model server with uvicorn, with a graceful SIGTERM.
+"""Run the model server with uvicorn (HTTP) and, with a gRPC port, grpc.aio in the same event loop.
 
 On SIGTERM (or SIGINT): readiness goes false at once so health-checking routers stop sending;
-after ``shutdown_delay`` the listener closes; requests in flight finish (bounded by
+after ``shutdown_delay`` the listeners close; requests in flight on either protocol finish (bounded by
 ``drain_timeout``); the process exits 0. A second SIGINT forces the exit.
 """
 
@@ -18,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 
+from modelfleet.serve import defaults
 from modelfleet.serve.app import ModelServer, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,12 @@ class DrainingServer(uvicorn.Server):
         if elapsed < self.shutdown_delay:
             return False
         if self.app.plane.in_flight == 0:
+            self.app.companion_grace = max(0.0, self.shutdown_delay + self.drain_timeout - elapsed)
             return True
         if elapsed >= self.shutdown_delay + self.drain_timeout:
             log.warning("drain timeout: %d request(s) still in flight are cut short", self.app.plane.in_flight)
             self.drain_timed_out = True
+            self.app.companion_grace = 0.0
             return True
         return False
 
@@ -66,9 +69,15 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def run(settings: ServerSettings, host: str, port: int, *, shutdown_delay: float = 0.0,
-        drain_timeout: float = 30.0, limit_concurrency: int = 2048, log_level: str = "info") -> int:
+def run(settings: ServerSettings, host: str = defaults.HOST, port: int = defaults.PORT, *,
+        grpc_port: int | None = defaults.GRPC_PORT, shutdown_delay: float = defaults.SHUTDOWN_DELAY,
+        drain_timeout: float = defaults.DRAIN_TIMEOUT, limit_concurrency: int = defaults.LIMIT_CONCURRENCY,
+        log_level: str = "info") -> int:
     app = ModelServer(settings)
+    if grpc_port is not None:
+        from modelfleet.serve.grpcapi.server import GrpcFrontEnd
+
+        app.companions.append(GrpcFrontEnd(app.plane, host, grpc_port))
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             access_log=False, log_level=log_level, limit_concurrency=limit_concurrency,
                             timeout_keep_alive=75, timeout_graceful_shutdown=math.ceil(drain_timeout),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -97,8 +98,21 @@ class ServerMetrics:
                                registry=r).labels(**bound)
         self.ready = Gauge("modelfleet_model_ready", "1 when the model version is ready for traffic.", labels,
                            registry=r).labels(**bound)
+        self._requests = Counter("modelfleet_inference_requests", "Inference requests by front end (protocol: "
+                                 "http_json, http_binary, grpc) and outcome (status: the HTTP status, or the one a "
+                                 "gRPC code was mapped from).", (*labels, "protocol", "status"), registry=r)
+        self._request_children: dict[tuple[str, int], Any] = {}
         self.info = Gauge("modelfleet_model_info", "The model version served: execution provider and precision.",
                           (*labels, "provider", "precision", "build_key"), registry=r)
+
+    def on_request(self, protocol: str, status: int) -> None:
+        """Count one inference request answered by ``protocol`` with ``status``."""
+        child = self._request_children.get((protocol, status))
+        if child is None:
+            child = self._requests.labels(model=self.model, version=self.version, protocol=protocol,
+                                          status=str(status))
+            self._request_children[(protocol, status)] = child
+        child.inc()
 
     def set_info(self, provider: str, precision: str, build_key: str) -> None:
         self.info.labels(model=self.model, version=self.version, provider=provider, precision=precision,

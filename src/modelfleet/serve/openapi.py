@@ -1,7 +1,9 @@
 """OpenAPI 3.0 document of the server's HTTP API (served at ``/v2/openapi.json``).
 
 It follows the Open Inference Protocol REST specification (KServe v2 / Triton), restricted to what
-this server implements, with the served model's name in the path parameters.
+this server implements, with the served model's name in the path parameters: JSON tensors, Triton's binary
+tensor extension (``Inference-Header-Content-Length``: the JSON header, then the tensors' raw bytes) and
+Triton's model configuration and statistics.
 """
 
 from __future__ import annotations
@@ -11,6 +13,13 @@ from typing import Any
 from modelfleet.spec import Datatype
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_HEADER_LENGTH = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                  "description": "binary tensor extension: length of the JSON header; the body's remaining bytes "
+                                 "are the tensors with parameters.binary_data_size, in order",
+                  "schema": {"type": "integer", "minimum": 0}}
+_DURATION = {"type": "object", "properties": {"count": {"type": "integer"}, "ns": {"type": "integer"}}}
 
 
 def _json(schema: str, description: str = "OK") -> dict[str, Any]:
@@ -29,12 +38,22 @@ def _model_paths(prefix: str, parameters: list[dict[str, Any]]) -> dict[str, Any
                                      "responses": {"200": {"description": "OK", "content": {
                                          "application/json": {"schema": {"type": "object"}}}},
                                          "404": _ERROR, "503": _ERROR}}},
+        f"{prefix}/stats": {"get": {"summary": "Triton-style model statistics", "parameters": parameters,
+                                    "responses": {"200": _json("ModelStatistics"), "404": _ERROR, "503": _ERROR}}},
         f"{prefix}/infer": {"post": {
-            "summary": "Inference", "parameters": parameters,
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}},
-            "responses": {"200": _json("InferenceResponse"), "400": _ERROR, "404": _ERROR, "408": _ERROR,
-                          "413": _ERROR, "503": _ERROR}}},
+            "summary": "Inference (more rows than the max batch size are run as chunks of it)",
+            "parameters": [*parameters, _HEADER_LENGTH],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": {"description": "OK: JSON, or with binary outputs the JSON header (its length in "
+                                                 "Inference-Header-Content-Length) followed by their raw bytes",
+                                  "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"}}},
+                                  "content": {"application/json": {"schema": {
+                                      "$ref": "#/components/schemas/InferenceResponse"}},
+                                      "application/octet-stream": {"schema": {"type": "string",
+                                                                              "format": "binary"}}}},
+                          "400": _ERROR, "404": _ERROR, "408": _ERROR, "413": _ERROR, "503": _ERROR}}},
     }
 
 
@@ -76,19 +95,31 @@ def openapi_document(model: str) -> dict[str, Any]:
             "ModelReady": {"type": "object", "properties": {
                 "name": {"type": "string"}, "version": {"type": "string"}, "ready": {"type": "boolean"},
                 "reason": {"type": "string"}}},
-            "RequestInput": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "RequestInput": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
                 "name": {"type": "string"}, "datatype": {"type": "string", "enum": datatypes},
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                "parameters": {"type": "object"}, "data": tensor_data}},
+                "parameters": {"$ref": "#/components/schemas/TensorParameters"}, "data": tensor_data}},
+            "TensorParameters": {"type": "object", "properties": {
+                "binary_data_size": {"type": "integer", "minimum": 0,
+                                     "description": "bytes of this tensor in the binary part (instead of data)"},
+                "binary_data": {"type": "boolean", "description": "requested output: answer it as raw bytes"}}},
             "RequestOutput": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": {"type": "object"}}},
+                "name": {"type": "string"}, "parameters": {"$ref": "#/components/schemas/TensorParameters"}}},
             "InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
-                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "id": {"type": "string"}, "parameters": {"type": "object", "properties": {
+                    "binary_data_output": {"type": "boolean", "description": "answer every output as raw bytes"}}},
                 "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/RequestInput"}},
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestOutput"}}}},
-            "ResponseOutput": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "ResponseOutput": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
                 "name": {"type": "string"}, "datatype": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer"}}, "data": tensor_data}},
+                "shape": {"type": "array", "items": {"type": "integer"}}, "data": tensor_data,
+                "parameters": {"$ref": "#/components/schemas/TensorParameters"}}},
+            "ModelStatistics": {"type": "object", "required": ["model_stats"], "properties": {"model_stats": {
+                "type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "version": {"type": "string"},
+                    "last_inference": {"type": "integer"}, "inference_count": {"type": "integer"},
+                    "execution_count": {"type": "integer"}, "inference_stats": {"type": "object", "properties": {
+                        k: _DURATION for k in ("success", "fail", "queue", "compute_infer")}}}}}}},
             "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
                 "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/ResponseOutput"}}}},

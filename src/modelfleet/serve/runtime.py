@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from modelfleet import artifact
 from modelfleet.errors import ModelfleetError
+from modelfleet.serve import defaults
 from modelfleet.spec import Datatype, ModelSpec, Provider
 from modelfleet.tensors import NUMPY_DTYPES
 
@@ -48,12 +49,12 @@ class TensorInfo:
 @dataclass
 class RuntimeOptions:
     providers: list[Provider] = field(default_factory=lambda: ["cpu"])
-    optimization: str = "extended"
-    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core it may use)
+    optimization: str = defaults.OPTIMIZATION
+    intra_op_threads: int = defaults.INTRA_OP_THREADS  # 0: ONNX Runtime's default (one per core it may use)
     device_id: int = 0
     gpu_mem_limit: int | None = None
     trt_cache_dir: Path | None = None
-    max_batch: int = 64
+    max_batch: int = defaults.MAX_BATCH
 
 
 def _tensor_infos(described: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
