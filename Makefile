@@ -55,8 +55,8 @@ PYTEST_ARGS ?=
 export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift \
+.PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
+        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios bench-serving bench-drift \
         bench-rollout \
         clean distclean
 
@@ -100,7 +100,7 @@ collection:
 
 ## --- lint ------------------------------------------------------------------
 
-lint: ruff mypy pep8 yamllint argument-specs ansible-lint
+lint: ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint
 
 ruff: venv
 	$(VENV)/bin/ruff check $(LINT_DIRS)
@@ -119,6 +119,10 @@ yamllint: venv
 # Every role's meta/argument_specs.yml agrees with its defaults/main.yml (names, defaults, required).
 argument-specs: venv
 	$(VENV)/bin/python scripts/check_argument_specs.py
+
+# Every scenario `make molecule` runs by default has a verifier that collects at least one test.
+molecule-verifiers: venv
+	$(VENV)/bin/python scripts/check_molecule_verifiers.py
 
 ansible-lint: venv collection
 	$(VENV)/bin/ansible-lint
@@ -183,8 +187,14 @@ demo-down:
 
 # Molecule drives the scenarios' hosts through the same harness (molecule/shared/create.yml -> fleet.sh).
 MOLECULE_SCENARIOS ?= fleet
-molecule: bootstrap venv collection examples wheelhouse testbed
+# An empty list fails first (before the testbed starts): it would otherwise pass without testing anything.
+molecule: molecule-scenarios bootstrap venv collection examples wheelhouse testbed
 	$(foreach s,$(MOLECULE_SCENARIOS),$(TESTBED_ENV) $(VENV)/bin/molecule test -s $(s) &&) true
+
+molecule-scenarios:
+	@if [ -z "$(strip $(MOLECULE_SCENARIOS))" ]; then \
+	  echo "make molecule: MOLECULE_SCENARIOS is empty: no scenario would run (name one, e.g. MOLECULE_SCENARIOS=fleet)" >&2; \
+	  exit 1; fi
 
 ## --- benchmarks (not part of `make test`: too noisy for CI; results go to .cache/bench/) --------
 

@@ -116,6 +116,11 @@ options:
     description:
       - Password for HTTP basic authentication.
     type: str
+  prometheus_bearer_token:
+    description:
+      - Bearer token sent as C(Authorization) header (an authenticating proxy in front of Prometheus). Excludes
+        O(prometheus_username).
+    type: str
   validate_certs:
     description:
       - Verify Prometheus' TLS certificate.
@@ -429,6 +434,7 @@ def _argument_spec():
         prometheus_headers=dict(type="dict", default={}),
         prometheus_username=dict(type="str"),
         prometheus_password=dict(type="str", no_log=True),
+        prometheus_bearer_token=dict(type="str", no_log=True),
         validate_certs=dict(type="bool", default=True),
         ca_path=dict(type="path"),
         timeout=dict(type="float", default=10.0),
@@ -452,6 +458,7 @@ def build_module():
         ],
         required_one_of=[("spec", "model")],
         required_together=[("prometheus_username", "prometheus_password")],
+        mutually_exclusive=[("prometheus_username", "prometheus_bearer_token")],
         supports_check_mode=True,
     )
 
@@ -494,6 +501,7 @@ def _client(rt, params):
         headers=params["prometheus_headers"] or {},
         username=params["prometheus_username"],
         password=params["prometheus_password"],
+        bearer_token=params["prometheus_bearer_token"],
         validate_certs=params["validate_certs"],
         ca_path=params["ca_path"],
     )

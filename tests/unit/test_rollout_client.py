@@ -96,6 +96,17 @@ def test_basic_auth_and_headers_are_sent(api: FakeApi) -> None:
     assert headers["authorization"] == "Basic " + base64.b64encode(b"ops:s3cret").decode()
 
 
+def test_bearer_token_is_sent(api: FakeApi) -> None:
+    api.body = _vector("1")
+    PrometheusClient(_url(api), bearer_token="t0ken").query("up", 1)
+    assert api.seen[0]["headers"]["authorization"] == "Bearer t0ken"
+
+
+def test_basic_auth_and_bearer_token_exclude_each_other() -> None:
+    with pytest.raises(PrometheusError, match="exclude each other"):
+        PrometheusClient("http://prometheus:9090", username="ops", password="x", bearer_token="t")
+
+
 def test_query_errors_carry_prometheus_message(api: FakeApi) -> None:
     api.status = 400
     api.body = json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error at char 4"}).encode()

@@ -56,6 +56,7 @@ class PrometheusClient:
     headers: Mapping[str, str] = field(default_factory=dict)
     username: str | None = None
     password: str | None = None
+    bearer_token: str | None = None
     validate_certs: bool = True
     ca_path: str | None = None
 
@@ -63,6 +64,8 @@ class PrometheusClient:
         parsed = urllib.parse.urlsplit(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise PrometheusError(f"prometheus_url {self.url!r} is not an http:// or https:// URL")
+        if self.username is not None and self.bearer_token is not None:
+            raise PrometheusError("basic auth (username/password) and a bearer token exclude each other: give one")
 
     def _context(self) -> ssl.SSLContext | None:
         if not self.url.startswith("https:"):
@@ -79,6 +82,8 @@ class PrometheusClient:
         if self.username is not None:
             token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
+        elif self.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.bearer_token}"
         return urllib.request.Request(
             self.url.rstrip("/") + "/api/v1/query", data=body.encode(), headers=headers, method="POST"
         )

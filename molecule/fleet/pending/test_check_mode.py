@@ -1,0 +1,107 @@
+"""PENDING (not collected: molecule/fleet's verifier collects tests/ only). Check mode of the fleet playbooks.
+
+To adopt: move this file into molecule/fleet/tests/ (it imports the fixtures and helpers of test_fleet.py)
+so that it runs right after converge, before test_fleet.py's rollouts; then `make molecule`.
+
+- After converge (credit-risk v1 stable on both serving hosts), deploy_model.yml --check of v1 and
+  monitoring.yml --check change nothing (changed=0 on every host).
+- deploy_model.yml --check --diff of a NEW version (v9, never built) succeeds: the conversion says it would
+  build, the serving hosts say they would copy it, write its environment, start it and record it as the
+  canary, the rollout plan (steps, gates, hosts) is shown; and nothing changed: no artifact on the
+  controller, the same units running, files, release records and router weights on every host, no rollout
+  state; no false "did not arrive intact" message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from test_fleet import MODEL, PROJECT, SERVING_HOSTS, _load_variants, playbook, workdir  # noqa: F401
+
+ROUTER_SOCKET = "/run/haproxy/admin.sock"
+_WEIGHTS = f"""
+import socket
+s = socket.socket(socket.AF_UNIX); s.connect({ROUTER_SOCKET!r})
+s.sendall(b"show servers state {MODEL}\\n"); print(s.makefile().read())
+"""
+
+
+def _sh(host: str, command: str) -> str:
+    return subprocess.run(["docker", "exec", host, "sh", "-c", command], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def host_state(host: str) -> dict[str, Any]:
+    """What a deploy changes on a serving host: units, files, release record, router weights."""
+    weights = subprocess.run(["docker", "exec", "-i", host, "python3", "-"], input=_WEIGHTS, capture_output=True,
+                             text=True, check=True).stdout
+    return {
+        "units": _sh(host, "systemctl list-units 'modelfleet-serve@*' --state=active --no-legend --plain"),
+        "env_files": _sh(host, "ls -l --time-style=+%s /etc/modelfleet/serve"),
+        "versions": _sh(host, f"ls /var/lib/modelfleet/models/{MODEL}"),
+        "release": _sh(host, f"cat /var/lib/modelfleet/releases/{MODEL}.json"),
+        # Server name, address, admin state and weight of every slot (not the health-check counters).
+        "weights": sorted(" ".join(line.split()[3:5] + line.split()[6:8]) for line in weights.splitlines()
+                          if line.startswith(tuple("0123456789"))),
+    }
+
+
+def recap(output: str) -> dict[str, int]:
+    """changed=N of every host in the PLAY RECAP."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)}
+
+
+def changed_tasks(output: str) -> dict[str, set[str]]:
+    """Task name -> hosts that reported changed, from the default callback's output."""
+    tasks: dict[str, set[str]] = {}
+    current = ""
+    for line in output.splitlines():
+        header = re.match(r"^TASK \[(?:[^:\]]+ : )?(.*)\] \*+$", line)
+        if header:
+            current = header.group(1)
+        changed = re.match(r"^changed: \[([^\]]+)\]", line)
+        if changed and current:
+            tasks.setdefault(current, set()).add(changed.group(1).split(" -> ")[0])
+    return tasks
+
+
+def test_check_mode_after_converge_changes_nothing(workdir: Path) -> None:  # noqa: F811
+    spec = PROJECT / "examples" / MODEL / "model.yml"
+    deployed = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "--check")
+    assert set(recap(deployed.stdout).values()) == {0}, recap(deployed.stdout)
+    monitored = playbook("monitoring.yml", workdir, "--check")
+    assert set(recap(monitored.stdout).values()) == {0}, recap(monitored.stdout)
+
+
+def test_check_mode_of_a_new_version_shows_the_plan_and_changes_nothing(workdir: Path) -> None:  # noqa: F811
+    before = {host: host_state(host) for host in SERVING_HOSTS}
+    state_file = workdir / "rollouts" / f"{MODEL}.json"
+    state_before = state_file.read_text() if state_file.exists() else None
+    spec = _load_variants().make_variant("good", "9", workdir / "v9-check")
+    artifact = PROJECT / ".cache" / "artifacts" / MODEL / "9"
+
+    result = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "--check", "--diff")
+    output = result.stdout
+    assert "did not arrive intact" not in output and "could not be copied" not in output
+    tasks = changed_tasks(output)
+    every = set(SERVING_HOSTS)
+    assert "localhost" in tasks["Convert, validate and stamp the model"]
+    assert f"would build: {MODEL} v9 in" in output
+    assert tasks["Report the artifact that would be copied (check mode): version 9"] == every
+    assert tasks["Write the environment of version 9"] == every
+    assert any(name.startswith("Start the version in slot") and hosts == every for name, hosts in tasks.items())
+    assert tasks[f"Write the release record of {MODEL}"] == every
+    plan = re.search(rf"would roll {MODEL} v9 out beside v\d+ on (.*): canary weights (.*)%", output)
+    assert plan is not None, output[-6000:]
+    assert set(plan.group(1).split(", ")) == every
+    assert "gates " in output and "error_rate" in output
+
+    assert not artifact.exists(), "check mode built the artifact"
+    assert {host: host_state(host) for host in SERVING_HOSTS} == before, "check mode changed a serving host"
+    assert (state_file.read_text() if state_file.exists() else None) == state_before
+    for host in SERVING_HOSTS:
+        assert json.loads(before[host]["release"]).get("canary") in (None, {})
