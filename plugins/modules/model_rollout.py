@@ -515,14 +515,14 @@ def run_action(module, rt):
     if action == "plan":
         plan = _plan(rt, params, spec, model, canary)
         outcome = rt["engine"].plan_outcome(plan)
-        extra["plan"] = rt["engine"].describe_plan(plan)
+        extra["plan"] = rt["describe"].describe_plan(plan)
     elif action == "start":
         if params["stable_version"] == canary:
             outcome = engine.already_stable(model, canary)
         else:
             plan = _plan(rt, params, spec, model, canary)
             outcome = engine.start(plan, force=params["force"], check=module.check_mode)
-            extra["plan"] = rt["engine"].describe_plan(outcome.state.plan if outcome.state is not None else plan)
+            extra["plan"] = rt["describe"].describe_plan(outcome.state.plan if outcome.state is not None else plan)
     elif action == "analyze":
         requested = None
         if params["stable_version"] and canary and (spec is not None or params["rollout"]):
@@ -550,7 +550,7 @@ def run_action(module, rt):
     if store is not None:
         result["state_file"] = str(store.path(model))
     if module._diff:
-        after = rt["engine"].summary(outcome.state) if outcome.state is not None else None
+        after = rt["describe"].summary(outcome.state) if outcome.state is not None else None
         result["diff"] = dict(
             before=_diff_text(outcome.before),
             after=_diff_text(after),
@@ -571,12 +571,14 @@ def _diff_text(data):
 
 def run_module():
     module = build_module()
-    engine, errors, plan, prometheus, spec, state = import_runtime(
-        module, "rollout.engine", "errors", "rollout.plan", "rollout.prometheus", "spec", "rollout.state"
+    describe, engine, errors, plan, prometheus, spec, state = import_runtime(
+        module, "rollout.describe", "rollout.engine", "errors", "rollout.plan", "rollout.prometheus", "spec",
+        "rollout.state"
     )
     import pathlib
 
-    rt = dict(engine=engine, plan=plan, prometheus=prometheus, spec=spec, state=state, pathlib=pathlib)
+    rt = dict(describe=describe, engine=engine, plan=plan, prometheus=prometheus, spec=spec, state=state,
+              pathlib=pathlib)
     try:
         result = run_action(module, rt)
     except errors.ModelfleetError as exc:

@@ -16,7 +16,8 @@ import pytest
 from test_rollout_gates import Scenario, Version, make_plan
 
 from modelfleet.rollout.decision import Phase
-from modelfleet.rollout.engine import Engine, Outcome, describe_plan, keep_waiting, plan_outcome
+from modelfleet.rollout.describe import describe_plan
+from modelfleet.rollout.engine import Engine, Outcome, keep_waiting, plan_outcome
 from modelfleet.rollout.gates import GateResult, Verdict
 from modelfleet.rollout.plan import RolloutError, RolloutPlan
 from modelfleet.rollout.state import RolloutState, StateStore

@@ -19,12 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelfleet.rollout.decision import FINISHED, Phase, Result, decide
+from modelfleet.rollout.describe import (
+    describe_gates,
+    describe_plan,
+    gate_record,
+    number,
+    plan_sentence,
+    stable_weight,
+    summary,
+)
 from modelfleet.rollout.exposition import render_metrics
-from modelfleet.rollout.gates import GateResult, Verdict, evaluate_gates, gate_definitions, overall_verdict
+from modelfleet.rollout.gates import GateResult, Verdict, evaluate_gates, overall_verdict
 from modelfleet.rollout.plan import PROMOTED_WEIGHT, RolloutError, RolloutPlan, format_weight
 from modelfleet.rollout.prometheus import QuerySource
 from modelfleet.rollout.state import RolloutState, StateStore
-from modelfleet.rollout.traffic_gates import LOOKS_PER_ANALYSIS, look_error, rollout_looks, statistical_gates
+from modelfleet.rollout.traffic_gates import LOOKS_PER_ANALYSIS
 
 
 class Clock(Protocol):
@@ -75,14 +84,14 @@ class Outcome:
             "model": self.model,
         }
         if plan is not None:
-            data.update(stable_version=plan.stable, canary_version=plan.canary, steps=[_number(w) for w in plan.steps])
+            data.update(stable_version=plan.stable, canary_version=plan.canary, steps=[number(w) for w in plan.steps])
         if self.state is not None:
             state = self.state
             data.update(
                 phase=str(state.phase),
                 step=state.step + 1,
-                weight=_number(state.weight),
-                stable_weight=_number(stable_weight(state)),
+                weight=number(state.weight),
+                stable_weight=number(stable_weight(state)),
                 failures=state.failures,
                 inconclusive=state.inconclusive,
                 metrics=render_metrics(state),
@@ -106,58 +115,9 @@ class Outcome:
         return data
 
 
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else value
-
-
-def stable_weight(state: RolloutState) -> float:
-    """The stable version's weight that goes with the canary's (100 minus it, or 0 once promoted)."""
-    if state.phase is Phase.PROMOTED:
-        return 0.0
-    if state.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
-        return 100.0
-    return max(0.0, 100.0 - state.weight)
-
-
-def summary(state: RolloutState) -> dict[str, Any]:
-    """The state without its history: what the rollout is doing now."""
-    data = state.to_dict()
-    data.pop("history")
-    data["analyses"] = len(state.history)
-    return data
-
-
-def describe_plan(plan: RolloutPlan) -> dict[str, Any]:
-    """The plan as shown by ``action: plan`` and check mode: steps, weights, interval, gates with PromQL, hosts."""
-    window = math.ceil(plan.interval_seconds)
-    steps = [
-        {"step": i + 1, "weight": _number(w), "stable_weight": _number(100.0 - w)} for i, w in enumerate(plan.steps)
-    ]
-    return {
-        "model": plan.model,
-        "stable_version": plan.stable,
-        "canary_version": plan.canary,
-        "steps": steps,
-        "promotion_weight": _number(PROMOTED_WEIGHT),
-        "interval_seconds": plan.interval_seconds,
-        "min_requests": plan.min_requests,
-        "failure_limit": plan.failure_limit,
-        "inconclusive_limit": plan.inconclusive_limit,
-        "drift_window": plan.drift_window,
-        "serve_job": plan.serve_job,
-        "hosts": list(plan.hosts),
-        "gates": describe_gates(plan, window),
-        "judgement": describe_judgement(plan),
-    }
-
-
 def plan_outcome(plan: RolloutPlan) -> Outcome:
     """``action: plan``: the plan, with every gate's PromQL; nothing is read or written."""
-    return Outcome(plan.model, False, "none", _plan_sentence(plan), plan=plan, queries=describe_plan(plan)["gates"])
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+    return Outcome(plan.model, False, "none", plan_sentence(plan), plan=plan, queries=describe_plan(plan)["gates"])
 
 
 class Engine:
@@ -199,7 +159,7 @@ class Engine:
             updated_at=now,
             last_decision="start",
             last_decision_at=now,
-            last_reason=_plan_sentence(plan),
+            last_reason=plan_sentence(plan),
         )
         reason = (
             f"{'would start' if check else 'started'} the rollout of canary {plan.canary} (stable "
@@ -342,7 +302,7 @@ class Engine:
         gates, at, window = self._measure(plan, state, source, start, deadline, extra)
         decision = decide(plan, state.step, state.failures, state.inconclusive, gates)
         verdict = str(decision.verdict)
-        recorded = [_record(g) for g in gates]
+        recorded = [gate_record(g) for g in gates]
         record = {
             "time": at,
             "step": state.step + 1,
@@ -493,47 +453,7 @@ class Engine:
             state.last_decision, state.last_reason, state.last_decision_at = counted, reason, now
 
 
-def describe_gates(plan: RolloutPlan, window_seconds: int) -> list[dict[str, Any]]:
-    """Every gate of the plan with its threshold and PromQL over a window of ``window_seconds``."""
-    return [
-        {"name": g.name, "threshold": g.threshold, "comparison": g.comparison, "query": g.query}
-        for g in gate_definitions(plan, window_seconds)
-    ]
-
-
-def describe_judgement(plan: RolloutPlan) -> dict[str, Any]:
-    """The error budget of the plan's statistical judgement (see traffic_gates)."""
-    limits = plan.thresholds
-    return {
-        "alpha": limits.alpha,
-        "beta": limits.beta,
-        "statistical_gates": statistical_gates(plan),
-        "looks_per_gate": rollout_looks(plan),
-        "fail_error_per_look": look_error(plan),
-        "latency_margin_ms": limits.latency_margin_ms,
-        "error_margin": limits.error_margin,
-    }
-
-
 def keep_waiting(gates: list[GateResult]) -> bool:
     """Whether more traffic may decide: the analysis is not yet decided. A failure decides at once, whatever
     the sample size: every traffic gate fails only with significance at its share of the error budget."""
     return overall_verdict(gates) is Verdict.INCONCLUSIVE
-
-
-def _record(gate: GateResult) -> dict[str, Any]:
-    data = gate.to_dict()
-    data["value"] = _finite(gate.value)
-    return data
-
-
-def _plan_sentence(plan: RolloutPlan) -> str:
-    weights = " -> ".join(f"{format_weight(w)}%" for w in plan.steps)
-    if plan.steps[-1] < PROMOTED_WEIGHT:
-        weights += " -> promotion 100%"
-    gates = ", ".join(g.name for g in gate_definitions(plan, math.ceil(plan.interval_seconds)))
-    hosts = f" on {len(plan.hosts)} host{'s' if len(plan.hosts) != 1 else ''}" if plan.hosts else ""
-    return (
-        f"canary {plan.canary} replaces stable {plan.stable}{hosts}: {weights}, {plan.interval_seconds:g} s per "
-        f"step, at least {plan.min_requests} requests per analysis, gates {gates}"
-    )
