@@ -146,6 +146,14 @@ options:
         start again a rollout that already ended.
     type: bool
     default: false
+  canary_since:
+    description:
+      - With O(action=start), when the serving hosts started the canary (seconds since the epoch; the release
+        record's C(canary.since)). An earlier rollout of the model that ended (the same versions deployed again
+        after a rollback), or that started before this time (a fleet rebuilt under it), is then history; it is
+        archived and the rollout starts afresh instead of resuming or being refused. Without it, only O(force)
+        starts again.
+    type: float
   reason:
     description:
       - Why the rollout is aborted (recorded with O(action=abort)).
@@ -435,6 +443,7 @@ def _argument_spec():
         drift_window=dict(type="str"),
         serve_job=dict(type="str", default="modelfleet-serve"),
         force=dict(type="bool", default=False),
+        canary_since=dict(type="float"),
         reason=dict(type="str", default=""),
     )
 
@@ -521,7 +530,8 @@ def run_action(module, rt):
             outcome = engine.already_stable(model, canary)
         else:
             plan = _plan(rt, params, spec, model, canary)
-            outcome = engine.start(plan, force=params["force"], check=module.check_mode)
+            outcome = engine.start(plan, force=params["force"], check=module.check_mode,
+                                   canary_since=params["canary_since"])
             extra["plan"] = rt["describe"].describe_plan(outcome.state.plan if outcome.state is not None else plan)
     elif action == "analyze":
         requested = None

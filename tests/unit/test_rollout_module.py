@@ -86,6 +86,19 @@ def test_start_check_then_start_then_resume(collections_root: Path, tmp_path: Pa
     assert other["failed"] and "in progress" in other["msg"]
 
 
+def test_start_with_canary_since(collections_root: Path, tmp_path: Path, spec: Path) -> None:
+    common: dict[str, Any] = dict(spec=str(spec), stable_version="2", state_dir=str(tmp_path / "state"))
+    run_module(collections_root, tmp_path, action="start", **common)
+    # As the rollout role passes it: text from the release record's canary.since.
+    resumed = run_module(collections_root, tmp_path, action="start", canary_since="0.0", **common)
+    assert not resumed["changed"] and resumed["decision"] == "resume"
+    afresh = run_module(collections_root, tmp_path, action="start", canary_since=str(time.time() + 60), **common)
+    assert afresh["changed"] and afresh["decision"] == "start"
+    assert len(list((tmp_path / "state" / "archive").glob("*.json"))) == 1
+    bad = run_module(collections_root, tmp_path, action="start", canary_since="yesterday", **common)
+    assert bad["failed"] and "canary_since" in bad["msg"]
+
+
 def test_analyze_check_mode_and_unreachable_prometheus(collections_root: Path, tmp_path: Path, spec: Path) -> None:
     port = free_port()
     state_dir = str(tmp_path / "state")

@@ -130,10 +130,19 @@ class Engine:
 
     # -- plan and start ---------------------------------------------------------------------------
 
-    def start(self, plan: RolloutPlan, *, force: bool = False, check: bool = False) -> Outcome:
+    def start(self, plan: RolloutPlan, *, force: bool = False, check: bool = False,
+              canary_since: float | None = None) -> Outcome:
+        """Start the rollout, or resume the one of the same versions in progress.
+
+        ``canary_since``: when the hosts started this canary (their release record's ``canary.since``). With it,
+        an earlier rollout that ended (the same versions deployed again after a rollback) or that started
+        before it (a fleet rebuilt under it) is history: it is archived and the rollout starts afresh.
+        """
         existing = self.store.load(plan.model)
         before = summary(existing) if existing is not None else None
         warnings: list[str] = []
+        if existing is not None and canary_since is not None and is_history(existing, canary_since):
+            force = True
         if existing is not None:
             same = existing.plan.canary == plan.canary and existing.plan.stable == plan.stable
             if same and not force:
@@ -451,6 +460,11 @@ class Engine:
         if counted is not None:
             state.count(counted)
             state.last_decision, state.last_reason, state.last_decision_at = counted, reason, now
+
+
+def is_history(state: RolloutState, canary_since: float) -> bool:
+    """Whether ``state`` belongs to an earlier canary than the one the hosts started at ``canary_since``."""
+    return state.finished or state.started_at < canary_since
 
 
 def keep_waiting(gates: list[GateResult]) -> bool:
