@@ -146,6 +146,16 @@ options:
         start again a rollout that already ended.
     type: bool
     default: false
+  fleet_states:
+    description:
+      - Copies of the rollout state kept on the serving hosts (C(<model>.rollout.json) beside the release records),
+        base64-encoded as M(ansible.builtin.slurp) returns them; missing copies are left out. When the newest is
+        newer than the state in O(state_dir), it is adopted first (this controller's state of other versions is
+        archived), so any controller resumes a rollout another one began. The rollout role passes them and
+        copies the state file back to the hosts after every change. Not adopted in check mode (a warning says so).
+    type: list
+    elements: str
+    default: []
   canary_since:
     description:
       - With O(action=start), when the serving hosts started the canary (seconds since the epoch; the release
@@ -405,6 +415,10 @@ history:
   returned: O(action=status)
   type: list
   elements: dict
+adopted:
+  description: Whether the newer state kept on the serving hosts (O(fleet_states)) replaced this controller's.
+  returned: when O(fleet_states) is given
+  type: bool
 state_file:
   description: The state file.
   returned: when O(state_dir) is given
@@ -412,6 +426,7 @@ state_file:
   sample: /var/lib/modelfleet/rollouts/credit-risk.json
 """
 
+import base64
 import json
 
 from ansible.module_utils.basic import AnsibleModule
@@ -444,6 +459,7 @@ def _argument_spec():
         serve_job=dict(type="str", default="modelfleet-serve"),
         force=dict(type="bool", default=False),
         canary_since=dict(type="float"),
+        fleet_states=dict(type="list", elements="str", default=[]),
         reason=dict(type="str", default=""),
     )
 
@@ -520,6 +536,11 @@ def run_action(module, rt):
     engine = rt["engine"].Engine(store, log=module.log) if store is not None else None
     max_wait = rt["plan"].parse_wait(params["max_wait"], 0.0) if params["max_wait"] is not None else None
     extra = {}
+    if store is not None and params["fleet_states"]:
+        adopted, notes = store.adopt(model, _decoded(params["fleet_states"]), check=module.check_mode)
+        extra["adopted"] = adopted is not None
+        for note in notes:
+            module.warn(note)
 
     if action == "plan":
         plan = _plan(rt, params, spec, model, canary)
@@ -570,6 +591,17 @@ def run_action(module, rt):
     for warning in outcome.warnings:
         module.warn(warning)
     return result
+
+
+def _decoded(copies):
+    """The texts of slurped copies (base64); a copy that is not base64 of UTF-8 is passed on as it is."""
+    texts = []
+    for copy in copies:
+        try:
+            texts.append(base64.b64decode(copy, validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            texts.append(copy)
+    return texts
 
 
 def _diff_text(data):
