@@ -417,7 +417,7 @@ history:
   elements: dict
 adopted:
   description: Whether the newer state kept on the serving hosts (O(fleet_states)) replaced this controller's.
-  returned: when O(fleet_states) is given
+  returned: when O(state_dir) is given
   type: bool
 state_file:
   description: The state file.
@@ -536,7 +536,7 @@ def run_action(module, rt):
     engine = rt["engine"].Engine(store, log=module.log) if store is not None else None
     max_wait = rt["plan"].parse_wait(params["max_wait"], 0.0) if params["max_wait"] is not None else None
     extra = {}
-    if store is not None and params["fleet_states"]:
+    if store is not None:
         adopted, notes = store.adopt(model, _decoded(params["fleet_states"]), check=module.check_mode)
         extra["adopted"] = adopted is not None
         for note in notes:
