@@ -36,15 +36,19 @@ def test_a_second_controller_resumes_from_the_hosts_copy(tmp_path: Path) -> None
     assert second.adopt("credit-risk", [copy]) == (None, [])
 
 
-def test_the_newest_copy_wins_and_bad_copies_are_named(tmp_path: Path) -> None:
+def older_and_newer(store: StateStore) -> tuple[str, str]:
+    """The state right after start and a minute later, after the first analysis."""
     clock = FakeClock()
-    store = StateStore(tmp_path / "a")
     engine = Engine(store, clock)
     engine.start(_plan())
     older = host_copy(store)
     clock.time += 60
     engine.analyze("credit-risk", Scenario(_plan()))
-    newer = host_copy(store)
+    return older, host_copy(store)
+
+
+def test_the_newest_copy_wins_and_bad_copies_are_named(tmp_path: Path) -> None:
+    older, newer = older_and_newer(StateStore(tmp_path / "a"))
     other = StateStore(tmp_path / "b")
     adopted, notes = other.adopt("credit-risk", [older, "{not json", newer, json.dumps({"format": 99})])
     assert adopted is not None and adopted.step == 1
@@ -52,16 +56,10 @@ def test_the_newest_copy_wins_and_bad_copies_are_named(tmp_path: Path) -> None:
 
 
 def test_this_controllers_newer_state_is_kept(tmp_path: Path) -> None:
-    clock = FakeClock()
     store = StateStore(tmp_path / "a")
-    engine = Engine(store, clock)
-    engine.start(_plan())
-    stale = host_copy(store)
-    clock.time += 60
-    engine.analyze("credit-risk", Scenario(_plan()))
-    before = host_copy(store)
+    stale, current = older_and_newer(store)
     assert store.adopt("credit-risk", [stale]) == (None, [])
-    assert host_copy(store) == before
+    assert host_copy(store) == current
 
 
 def test_another_rollout_held_here_is_archived_before_adopting(tmp_path: Path) -> None:
