@@ -85,6 +85,16 @@ options:
     type: list
     elements: str
     default: []
+  reachable_hosts:
+    description:
+      - With O(action=analyze), the serving hosts the playbook still reaches (C(ansible_play_hosts)). A host of the
+        rollout's plan missing from it is lost - unreachable, or failed and dropped from the play. The rollout then
+        rolls back without analysing (RV(phase)=V(rolling_back), a reason naming the lost hosts), so the playbook
+        restores the stable version on the reachable hosts; the next run reconciles the lost ones.
+      - Empty (the default) compares nothing.
+    type: list
+    elements: str
+    default: []
   interval:
     description:
       - Overrides C(rollout.interval), the time each step's traffic is observed (C(30s), C(5m)).
@@ -445,6 +455,7 @@ def _argument_spec():
         stable_version=dict(type="str"),
         state_dir=dict(type="path"),
         hosts=dict(type="list", elements="str", default=[]),
+        reachable_hosts=dict(type="list", elements="str", default=[]),
         interval=dict(type="str"),
         max_wait=dict(type="str"),
         weights_set_at=dict(type="float"),
@@ -566,6 +577,7 @@ def run_action(module, rt):
             weights_set_at=params["weights_set_at"],
             max_wait=max_wait,
             requested=requested,
+            reachable=params["reachable_hosts"],
         )
     elif action == "finish":
         outcome = engine.finish(model, check=module.check_mode)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from modelfleet.rollout.describe import (
 )
 from modelfleet.rollout.exposition import render_metrics
 from modelfleet.rollout.gates import GateResult, Verdict, evaluate_gates, overall_verdict
+from modelfleet.rollout.lost import lost_hosts, roll_back_for_lost
 from modelfleet.rollout.plan import PROMOTED_WEIGHT, RolloutError, RolloutPlan, format_weight
 from modelfleet.rollout.prometheus import QuerySource
 from modelfleet.rollout.state import RolloutState, StateStore
@@ -247,6 +248,7 @@ class Engine:
         weights_set_at: float | None = None,
         max_wait: float | None = None,
         requested: RolloutPlan | None = None,
+        reachable: Sequence[str] = (),
     ) -> Outcome:
         state = self._require(model)
         if state.phase is not Phase.PROGRESSING:
@@ -258,6 +260,8 @@ class Engine:
                 state=state,
                 before=summary(state),
             )
+        if lost := lost_hosts(state.plan.hosts, reachable):
+            return self._lost(state, lost, check=check)
         plan = state.plan
         warnings = []
         if requested is not None and (differences := plan.differences(requested)):
@@ -440,6 +444,18 @@ class Engine:
         return Outcome(model, False, "none", reason, state=state)
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _lost(self, state: RolloutState, lost: Sequence[str], *, check: bool) -> Outcome:
+        """The rollback of a rollout whose hosts were lost (``modelfleet.rollout.lost``), without analysis."""
+        before = summary(state)
+        if check:
+            state = RolloutState.from_dict(state.to_dict())
+        reason = roll_back_for_lost(state, lost, self.clock.now()) or ""
+        if not check:
+            self.store.save(state)
+            self.log(f"model_rollout {state.model}: {reason}")
+        return Outcome(state.model, not check, str(Result.ROLLBACK), reason, state=state, before=before,
+                       warnings=[reason])
 
     def _require(self, model: str) -> RolloutState:
         state = self.store.load(model)
