@@ -10,7 +10,6 @@ Run again: the fleet is reused; v1 is restored with rollback_model.yml and v2 ro
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,16 +23,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "credit-risk"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import load_example  # noqa: E402
 
 
-def load_example(name: str) -> ModuleType:
-    """examples/credit-risk/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"credit_risk_{name}", ROOT / "examples" / MODEL / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def example(name: str) -> ModuleType:
+    """examples/credit-risk/<name>.py as a module (through the test harness's one loader)."""
+    return load_example(ROOT / "examples" / MODEL / f"{name}.py")
 
 
 def fleet(inventory: Path) -> tuple[list[tuple[str, str]], str]:
@@ -78,8 +75,8 @@ def main() -> int:
     if current.get("version") != "1":
         playbook(inventory, "deploy_model.yml", "-e", f"model_spec={spec_v1}")
 
-    spec_v2 = load_example("variants").make_variant("good", "2", ROOT / ".cache" / "demo" / "credit-risk-v2")
-    traffic = load_example("traffic").Traffic(routers, clients=4, rate_per_client=25.0, seed=2024)
+    spec_v2 = example("variants").make_variant("good", "2", ROOT / ".cache" / "demo" / "credit-risk-v2")
+    traffic = example("traffic").Traffic(routers, clients=4, rate_per_client=25.0, seed=2024)
     traffic.start()
     time.sleep(5)
     started = time.monotonic()

@@ -40,6 +40,7 @@ class Traffic(threading.Thread):
         self.routers, self.clients, self.period, self.timeout = routers, clients, 1.0 / rate_per_client, timeout
         self.outcomes: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
+        self.routed: Counter[str] = Counter()
         self.failures: list[str] = []
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -77,6 +78,7 @@ class Traffic(threading.Thread):
                     self.outcomes[outcome] += 1
                     if version:
                         self.versions[version] += 1
+                        self.routed[router] += 1
                     if outcome != "ok":
                         self.failures.append(f"{time.strftime('%H:%M:%S')} {router} {outcome} {detail}")
                 sent += 1
@@ -86,6 +88,11 @@ class Traffic(threading.Thread):
         """Outcomes and answering versions so far."""
         with self.lock:
             return Counter(self.outcomes), Counter(self.versions)
+
+    def answered(self) -> Counter[str]:
+        """Requests answered (HTTP 200) so far, per router."""
+        with self.lock:
+            return Counter(self.routed)
 
     def failed(self) -> int:
         with self.lock:

@@ -85,6 +85,16 @@ options:
     type: list
     elements: str
     default: []
+  reachable_hosts:
+    description:
+      - With O(action=analyze), the serving hosts the playbook still reaches (C(ansible_play_hosts)). A host of the
+        rollout's plan missing from it is lost - unreachable, or failed and dropped from the play. The rollout then
+        rolls back without analysing (RV(phase)=V(rolling_back), a reason naming the lost hosts), so the playbook
+        restores the stable version on the reachable hosts; the next run reconciles the lost ones.
+      - Empty (the default) compares nothing.
+    type: list
+    elements: str
+    default: []
   interval:
     description:
       - Overrides C(rollout.interval), the time each step's traffic is observed (C(30s), C(5m)).
@@ -151,6 +161,24 @@ options:
         start again a rollout that already ended.
     type: bool
     default: false
+  fleet_states:
+    description:
+      - Copies of the rollout state kept on the serving hosts (C(<model>.rollout.json) beside the release records),
+        base64-encoded as M(ansible.builtin.slurp) returns them; missing copies are left out. When the newest is
+        newer than the state in O(state_dir), it is adopted first (this controller's state of other versions is
+        archived), so any controller resumes a rollout another one began. The rollout role passes them and
+        copies the state file back to the hosts after every change. Not adopted in check mode (a warning says so).
+    type: list
+    elements: str
+    default: []
+  canary_since:
+    description:
+      - With O(action=start), when the serving hosts started the canary (seconds since the epoch; the release
+        record's C(canary.since)). An earlier rollout of the model that ended (the same versions deployed again
+        after a rollback), or that started before this time (a fleet rebuilt under it), is then history; it is
+        archived and the rollout starts afresh instead of resuming or being refused. Without it, only O(force)
+        starts again.
+    type: float
   reason:
     description:
       - Why the rollout is aborted (recorded with O(action=abort)).
@@ -402,6 +430,10 @@ history:
   returned: O(action=status)
   type: list
   elements: dict
+adopted:
+  description: Whether the newer state kept on the serving hosts (O(fleet_states)) replaced this controller's.
+  returned: when O(state_dir) is given
+  type: bool
 state_file:
   description: The state file.
   returned: when O(state_dir) is given
@@ -409,6 +441,7 @@ state_file:
   sample: /var/lib/modelfleet/rollouts/credit-risk.json
 """
 
+import base64
 import json
 
 from ansible.module_utils.basic import AnsibleModule
@@ -427,6 +460,7 @@ def _argument_spec():
         stable_version=dict(type="str"),
         state_dir=dict(type="path"),
         hosts=dict(type="list", elements="str", default=[]),
+        reachable_hosts=dict(type="list", elements="str", default=[]),
         interval=dict(type="str"),
         max_wait=dict(type="str"),
         weights_set_at=dict(type="float"),
@@ -441,6 +475,8 @@ def _argument_spec():
         drift_window=dict(type="str"),
         serve_job=dict(type="str", default="modelfleet-serve"),
         force=dict(type="bool", default=False),
+        canary_since=dict(type="float"),
+        fleet_states=dict(type="list", elements="str", default=[]),
         reason=dict(type="str", default=""),
     )
 
@@ -519,18 +555,24 @@ def run_action(module, rt):
     engine = rt["engine"].Engine(store, log=module.log) if store is not None else None
     max_wait = rt["plan"].parse_wait(params["max_wait"], 0.0) if params["max_wait"] is not None else None
     extra = {}
+    if store is not None:
+        adopted, notes = store.adopt(model, _decoded(params["fleet_states"]), check=module.check_mode)
+        extra["adopted"] = adopted is not None
+        for note in notes:
+            module.warn(note)
 
     if action == "plan":
         plan = _plan(rt, params, spec, model, canary)
         outcome = rt["engine"].plan_outcome(plan)
-        extra["plan"] = rt["engine"].describe_plan(plan)
+        extra["plan"] = rt["describe"].describe_plan(plan)
     elif action == "start":
         if params["stable_version"] == canary:
             outcome = engine.already_stable(model, canary)
         else:
             plan = _plan(rt, params, spec, model, canary)
-            outcome = engine.start(plan, force=params["force"], check=module.check_mode)
-            extra["plan"] = rt["engine"].describe_plan(outcome.state.plan if outcome.state is not None else plan)
+            outcome = engine.start(plan, force=params["force"], check=module.check_mode,
+                                   canary_since=params["canary_since"])
+            extra["plan"] = rt["describe"].describe_plan(outcome.state.plan if outcome.state is not None else plan)
     elif action == "analyze":
         requested = None
         if params["stable_version"] and canary and (spec is not None or params["rollout"]):
@@ -543,6 +585,7 @@ def run_action(module, rt):
             weights_set_at=params["weights_set_at"],
             max_wait=max_wait,
             requested=requested,
+            reachable=params["reachable_hosts"],
         )
     elif action == "finish":
         outcome = engine.finish(model, check=module.check_mode)
@@ -558,7 +601,7 @@ def run_action(module, rt):
     if store is not None:
         result["state_file"] = str(store.path(model))
     if module._diff:
-        after = rt["engine"].summary(outcome.state) if outcome.state is not None else None
+        after = rt["describe"].summary(outcome.state) if outcome.state is not None else None
         result["diff"] = dict(
             before=_diff_text(outcome.before),
             after=_diff_text(after),
@@ -570,6 +613,17 @@ def run_action(module, rt):
     return result
 
 
+def _decoded(copies):
+    """The texts of slurped copies (base64); a copy that is not base64 of UTF-8 is passed on as it is."""
+    texts = []
+    for copy in copies:
+        try:
+            texts.append(base64.b64decode(copy, validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            texts.append(copy)
+    return texts
+
+
 def _diff_text(data):
     if data is None:
         return ""
@@ -579,12 +633,14 @@ def _diff_text(data):
 
 def run_module():
     module = build_module()
-    engine, errors, plan, prometheus, spec, state = import_runtime(
-        module, "rollout.engine", "errors", "rollout.plan", "rollout.prometheus", "spec", "rollout.state"
+    describe, engine, errors, plan, prometheus, spec, state = import_runtime(
+        module, "rollout.describe", "rollout.engine", "errors", "rollout.plan", "rollout.prometheus", "spec",
+        "rollout.state"
     )
     import pathlib
 
-    rt = dict(engine=engine, plan=plan, prometheus=prometheus, spec=spec, state=state, pathlib=pathlib)
+    rt = dict(describe=describe, engine=engine, plan=plan, prometheus=prometheus, spec=spec, state=state,
+              pathlib=pathlib)
     try:
         result = run_action(module, rt)
     except errors.ModelfleetError as exc:

@@ -115,6 +115,21 @@ build_key:
   returned: always
   type: str
   sample: 5d41402abc4b2a76b9719d911017c592d8f9a0f1b3c4e5d6a7b8c9d0e1f2a3b4
+model:
+  description:
+    - The model spec as C(modelfleet.spec) validated it, every default filled in and every path absolute. The
+      playbooks pass this to the roles (serving settings, name, version) instead of reading C(model.yml) again.
+  returned: always
+  type: dict
+  sample:
+    name: credit-risk
+    version: "1"
+    source: {framework: sklearn, path: /srv/models/credit-risk/model.joblib, factory: null}
+    serving:
+      batching: {max_batch: 64, max_queue_delay_us: 2000, max_queue_size: 1024}
+      instances: 1
+      resources: {gpus: 0, memory: 1Gi, cpu: null}
+      providers: [cpu]
 name:
   description: Model name from the spec.
   returned: always
@@ -187,6 +202,7 @@ def run_module():
         outcome=result.outcome,
         reason=result.reason,
         build_key=result.build_key,
+        model=spec.model_dump(mode="json"),
         name=spec.name,
         version=spec.version,
         timings=result.timings,

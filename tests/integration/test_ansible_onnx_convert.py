@@ -48,6 +48,11 @@ def test_check_run_rerun(ansible_env: dict[str, str], trained_examples: Path, tm
     assert planned["changed"] and planned["outcome"] == "would build"
     assert "would be built" in planned["diff"]["after"]
     assert not out.exists() or not any(out.rglob("*.onnx"))
+    # The spec as modelfleet.spec validated it, what deploy_model.yml passes to the roles (even in check mode).
+    model = planned["model"]
+    assert model["name"] == "mlp" and model["version"] == "1"
+    assert model["serving"]["batching"] == {"max_batch": 32, "max_queue_delay_us": 1000, "max_queue_size": 1024}
+    assert Path(model["source"]["path"]) == (trained_examples / "mlp" / "model.pt").resolve()
 
     code, first = _playbook(ansible_env, *common)
     assert code == 0 and first["stats"]["localhost"]["changed"] == 1

@@ -16,7 +16,8 @@ import pytest
 from test_rollout_gates import Scenario, Version, make_plan
 
 from modelfleet.rollout.decision import Phase
-from modelfleet.rollout.engine import Engine, Outcome, describe_plan, keep_waiting, plan_outcome
+from modelfleet.rollout.describe import describe_plan
+from modelfleet.rollout.engine import Engine, Outcome, keep_waiting, plan_outcome
 from modelfleet.rollout.gates import GateResult, Verdict
 from modelfleet.rollout.plan import RolloutError, RolloutPlan
 from modelfleet.rollout.state import RolloutState, StateStore
@@ -98,6 +99,44 @@ def test_another_canary_while_one_is_in_progress_is_refused_unless_forced(engine
     assert len(archived) == 1 and "-2-to-3-" in archived[0].name and archived[0].name.endswith("-aborted.json")
     old = json.loads(archived[0].read_text())
     assert old["phase"] == "aborted" and old["decisions"] == {"abort": 1}
+
+
+def test_canary_since_resumes_a_rollout_started_after_the_canary(engine: Engine, store: StateStore,
+                                                                   clock: FakeClock) -> None:
+    engine.start(_plan())
+    resumed = engine.start(_plan(), canary_since=T0 - 30)
+    assert not resumed.changed and resumed.decision == "resume"
+    assert not (store.directory / "archive").exists()
+
+
+def test_canary_since_makes_an_older_rollout_history(engine: Engine, store: StateStore, clock: FakeClock) -> None:
+    engine.start(_plan())
+    clock.time += 600
+    # The hosts started canary 3 again after the state was written (a fleet rebuilt under it): start afresh.
+    again = engine.start(_plan(), canary_since=T0 + 300)
+    assert again.changed and again.decision == "start" and _loaded(store).started_at == T0 + 600
+    archived = list((store.directory / "archive").glob("*.json"))
+    assert len(archived) == 1 and archived[0].name.endswith("-aborted.json")
+
+
+def test_canary_since_makes_an_ended_rollout_history(engine: Engine, store: StateStore, clock: FakeClock) -> None:
+    engine.start(_plan())
+    engine.abort("credit-risk")
+    # Without canary_since the rerun is a no-op; with it (the same versions deployed again) it starts afresh.
+    assert engine.start(_plan()).decision == "none"
+    clock.time += 60
+    again = engine.start(_plan(), canary_since=0)
+    assert again.changed and again.decision == "start" and _loaded(store).phase is Phase.PROGRESSING
+    assert len(list((store.directory / "archive").glob("*.json"))) == 1
+
+
+def test_canary_since_in_check_mode_changes_nothing(engine: Engine, store: StateStore, clock: FakeClock) -> None:
+    engine.start(_plan())
+    engine.abort("credit-risk")
+    before = (store.directory / "credit-risk.json").read_text()
+    would = engine.start(_plan(), canary_since=0, check=True)
+    assert would.changed and would.decision == "start"
+    assert (store.directory / "credit-risk.json").read_text() == before
 
 
 def test_same_canary_from_another_stable_while_in_progress_is_refused(engine: Engine) -> None:

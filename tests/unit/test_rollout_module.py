@@ -47,7 +47,8 @@ def run_module(root: Path, tmp_path: Path, check: bool = False, **args: Any) -> 
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        # This checkout's runtime first (a virtualenv may hold another checkout's, installed editable).
+        env={"PYTHONPATH": f"{root}:{REPO / 'src'}", "PATH": "/usr/bin:/bin"},
         cwd=tmp_path,
     )
     assert done.stdout, done.stderr
@@ -84,6 +85,19 @@ def test_start_check_then_start_then_resume(collections_root: Path, tmp_path: Pa
     assert not again["changed"] and again["decision"] == "resume"
     other = run_module(collections_root, tmp_path, action="start", canary_version="4", **common)
     assert other["failed"] and "in progress" in other["msg"]
+
+
+def test_start_with_canary_since(collections_root: Path, tmp_path: Path, spec: Path) -> None:
+    common: dict[str, Any] = dict(spec=str(spec), stable_version="2", state_dir=str(tmp_path / "state"))
+    run_module(collections_root, tmp_path, action="start", **common)
+    # As the rollout role passes it: text from the release record's canary.since.
+    resumed = run_module(collections_root, tmp_path, action="start", canary_since="0.0", **common)
+    assert not resumed["changed"] and resumed["decision"] == "resume"
+    afresh = run_module(collections_root, tmp_path, action="start", canary_since=str(time.time() + 60), **common)
+    assert afresh["changed"] and afresh["decision"] == "start"
+    assert len(list((tmp_path / "state" / "archive").glob("*.json"))) == 1
+    bad = run_module(collections_root, tmp_path, action="start", canary_since="yesterday", **common)
+    assert bad["failed"] and "canary_since" in bad["msg"]
 
 
 def test_analyze_check_mode_and_unreachable_prometheus(collections_root: Path, tmp_path: Path, spec: Path) -> None:
@@ -194,3 +208,19 @@ def test_bad_arguments_fail_clearly(collections_root: Path, tmp_path: Path, args
 def test_model_must_match_the_spec(collections_root: Path, tmp_path: Path, spec: Path) -> None:
     result = run_module(collections_root, tmp_path, action="plan", spec=str(spec), model="other", stable_version="2")
     assert result["failed"] and "differs from the spec's name" in result["msg"]
+
+
+def test_analyze_with_a_lost_host_rolls_back(collections_root: Path, tmp_path: Path, spec: Path) -> None:
+    state_dir = str(tmp_path / "state")
+    started = run_module(collections_root, tmp_path, action="start", spec=str(spec), stable_version="2",
+                         state_dir=state_dir, hosts=["serving-1", "serving-2"])
+    assert started["phase"] == "progressing"
+    # Prometheus is never asked (nothing listens on port 9): the lost host decides.
+    common: dict[str, Any] = dict(model="credit-risk", state_dir=state_dir, prometheus_url="http://127.0.0.1:9",
+                                  hosts=["serving-1"], reachable_hosts=["serving-1"])
+    result = run_module(collections_root, tmp_path, action="analyze", **common)
+    assert result["changed"] and result["decision"] == "rollback" and result["phase"] == "rolling_back"
+    assert "serving host serving-2 lost mid-rollout" in result["reason"] and "gates" not in result
+    assert "serving-2 lost" in json.dumps(result["warnings"])
+    finished = run_module(collections_root, tmp_path, action="finish", model="credit-risk", state_dir=state_dir)
+    assert finished["phase"] == "rolled_back"

@@ -9,7 +9,6 @@ failures. The tests run in file order (each builds on the fleet the previous one
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from harness import load_example
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 SCENARIO = Path(__file__).resolve().parents[1]
@@ -43,13 +43,8 @@ ROLLOUT = {
 
 
 def _load(name: str) -> ModuleType:
-    """A script of examples/credit-risk (variants.py, train.py) as a module."""
-    path = PROJECT / "examples" / "credit-risk" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"credit_risk_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A script of examples/credit-risk (variants.py, traffic.py) as a module."""
+    return load_example(PROJECT / "examples" / "credit-risk" / f"{name}.py")
 
 
 def _load_variants() -> ModuleType:
@@ -128,7 +123,9 @@ def report_steps(state: dict[str, Any]) -> None:
 def test_v1_serves_through_both_routers(load: Any) -> None:
     time.sleep(2)
     outcomes, versions = load.snapshot()
+    answered = load.answered()
     assert outcomes["ok"] > 0 and set(versions) == {"1"}, (outcomes, versions)
+    assert all(answered[router] > 0 for router in ROUTERS), answered
     for host in SERVING_HOSTS:
         assert release(host)["stable"]["version"] == "1"
 

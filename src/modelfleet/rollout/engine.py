@@ -14,17 +14,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelfleet.rollout.decision import FINISHED, Phase, Result, decide
+from modelfleet.rollout.describe import (
+    describe_gates,
+    describe_plan,
+    gate_record,
+    number,
+    plan_sentence,
+    stable_weight,
+    summary,
+)
 from modelfleet.rollout.exposition import render_metrics
-from modelfleet.rollout.gates import GateResult, Verdict, evaluate_gates, gate_definitions, overall_verdict
+from modelfleet.rollout.gates import GateResult, Verdict, evaluate_gates, overall_verdict
+from modelfleet.rollout.lost import lost_hosts, roll_back_for_lost
 from modelfleet.rollout.plan import PROMOTED_WEIGHT, RolloutError, RolloutPlan, format_weight
 from modelfleet.rollout.prometheus import QuerySource
 from modelfleet.rollout.state import RolloutState, StateStore
-from modelfleet.rollout.traffic_gates import LOOKS_PER_ANALYSIS, look_error, rollout_looks, statistical_gates
+from modelfleet.rollout.traffic_gates import LOOKS_PER_ANALYSIS
 
 
 class Clock(Protocol):
@@ -75,14 +85,14 @@ class Outcome:
             "model": self.model,
         }
         if plan is not None:
-            data.update(stable_version=plan.stable, canary_version=plan.canary, steps=[_number(w) for w in plan.steps])
+            data.update(stable_version=plan.stable, canary_version=plan.canary, steps=[number(w) for w in plan.steps])
         if self.state is not None:
             state = self.state
             data.update(
                 phase=str(state.phase),
                 step=state.step + 1,
-                weight=_number(state.weight),
-                stable_weight=_number(stable_weight(state)),
+                weight=number(state.weight),
+                stable_weight=number(stable_weight(state)),
                 failures=state.failures,
                 inconclusive=state.inconclusive,
                 metrics=render_metrics(state),
@@ -106,58 +116,9 @@ class Outcome:
         return data
 
 
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else value
-
-
-def stable_weight(state: RolloutState) -> float:
-    """The stable version's weight that goes with the canary's (100 minus it, or 0 once promoted)."""
-    if state.phase is Phase.PROMOTED:
-        return 0.0
-    if state.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
-        return 100.0
-    return max(0.0, 100.0 - state.weight)
-
-
-def summary(state: RolloutState) -> dict[str, Any]:
-    """The state without its history: what the rollout is doing now."""
-    data = state.to_dict()
-    data.pop("history")
-    data["analyses"] = len(state.history)
-    return data
-
-
-def describe_plan(plan: RolloutPlan) -> dict[str, Any]:
-    """The plan as shown by ``action: plan`` and check mode: steps, weights, interval, gates with PromQL, hosts."""
-    window = math.ceil(plan.interval_seconds)
-    steps = [
-        {"step": i + 1, "weight": _number(w), "stable_weight": _number(100.0 - w)} for i, w in enumerate(plan.steps)
-    ]
-    return {
-        "model": plan.model,
-        "stable_version": plan.stable,
-        "canary_version": plan.canary,
-        "steps": steps,
-        "promotion_weight": _number(PROMOTED_WEIGHT),
-        "interval_seconds": plan.interval_seconds,
-        "min_requests": plan.min_requests,
-        "failure_limit": plan.failure_limit,
-        "inconclusive_limit": plan.inconclusive_limit,
-        "drift_window": plan.drift_window,
-        "serve_job": plan.serve_job,
-        "hosts": list(plan.hosts),
-        "gates": describe_gates(plan, window),
-        "judgement": describe_judgement(plan),
-    }
-
-
 def plan_outcome(plan: RolloutPlan) -> Outcome:
     """``action: plan``: the plan, with every gate's PromQL; nothing is read or written."""
-    return Outcome(plan.model, False, "none", _plan_sentence(plan), plan=plan, queries=describe_plan(plan)["gates"])
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+    return Outcome(plan.model, False, "none", plan_sentence(plan), plan=plan, queries=describe_plan(plan)["gates"])
 
 
 class Engine:
@@ -170,10 +131,19 @@ class Engine:
 
     # -- plan and start ---------------------------------------------------------------------------
 
-    def start(self, plan: RolloutPlan, *, force: bool = False, check: bool = False) -> Outcome:
+    def start(self, plan: RolloutPlan, *, force: bool = False, check: bool = False,
+              canary_since: float | None = None) -> Outcome:
+        """Start the rollout, or resume the one of the same versions in progress.
+
+        ``canary_since``: when the hosts started this canary (their release record's ``canary.since``). With it,
+        an earlier rollout that ended (the same versions deployed again after a rollback) or that started
+        before it (a fleet rebuilt under it) is history: it is archived and the rollout starts afresh.
+        """
         existing = self.store.load(plan.model)
         before = summary(existing) if existing is not None else None
         warnings: list[str] = []
+        if existing is not None and canary_since is not None and is_history(existing, canary_since):
+            force = True
         if existing is not None:
             same = existing.plan.canary == plan.canary and existing.plan.stable == plan.stable
             if same and not force:
@@ -199,7 +169,7 @@ class Engine:
             updated_at=now,
             last_decision="start",
             last_decision_at=now,
-            last_reason=_plan_sentence(plan),
+            last_reason=plan_sentence(plan),
         )
         reason = (
             f"{'would start' if check else 'started'} the rollout of canary {plan.canary} (stable "
@@ -278,6 +248,7 @@ class Engine:
         weights_set_at: float | None = None,
         max_wait: float | None = None,
         requested: RolloutPlan | None = None,
+        reachable: Sequence[str] = (),
     ) -> Outcome:
         state = self._require(model)
         if state.phase is not Phase.PROGRESSING:
@@ -289,6 +260,8 @@ class Engine:
                 state=state,
                 before=summary(state),
             )
+        if lost := lost_hosts(state.plan.hosts, reachable):
+            return self._lost(state, lost, check=check)
         plan = state.plan
         warnings = []
         if requested is not None and (differences := plan.differences(requested)):
@@ -342,7 +315,7 @@ class Engine:
         gates, at, window = self._measure(plan, state, source, start, deadline, extra)
         decision = decide(plan, state.step, state.failures, state.inconclusive, gates)
         verdict = str(decision.verdict)
-        recorded = [_record(g) for g in gates]
+        recorded = [gate_record(g) for g in gates]
         record = {
             "time": at,
             "step": state.step + 1,
@@ -472,6 +445,18 @@ class Engine:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _lost(self, state: RolloutState, lost: Sequence[str], *, check: bool) -> Outcome:
+        """The rollback of a rollout whose hosts were lost (``modelfleet.rollout.lost``), without analysis."""
+        before = summary(state)
+        if check:
+            state = RolloutState.from_dict(state.to_dict())
+        reason = roll_back_for_lost(state, lost, self.clock.now()) or ""
+        if not check:
+            self.store.save(state)
+            self.log(f"model_rollout {state.model}: {reason}")
+        return Outcome(state.model, not check, str(Result.ROLLBACK), reason, state=state, before=before,
+                       warnings=[reason])
+
     def _require(self, model: str) -> RolloutState:
         state = self.store.load(model)
         if state is None:
@@ -493,47 +478,12 @@ class Engine:
             state.last_decision, state.last_reason, state.last_decision_at = counted, reason, now
 
 
-def describe_gates(plan: RolloutPlan, window_seconds: int) -> list[dict[str, Any]]:
-    """Every gate of the plan with its threshold and PromQL over a window of ``window_seconds``."""
-    return [
-        {"name": g.name, "threshold": g.threshold, "comparison": g.comparison, "query": g.query}
-        for g in gate_definitions(plan, window_seconds)
-    ]
-
-
-def describe_judgement(plan: RolloutPlan) -> dict[str, Any]:
-    """The error budget of the plan's statistical judgement (see traffic_gates)."""
-    limits = plan.thresholds
-    return {
-        "alpha": limits.alpha,
-        "beta": limits.beta,
-        "statistical_gates": statistical_gates(plan),
-        "looks_per_gate": rollout_looks(plan),
-        "fail_error_per_look": look_error(plan),
-        "latency_margin_ms": limits.latency_margin_ms,
-        "error_margin": limits.error_margin,
-    }
+def is_history(state: RolloutState, canary_since: float) -> bool:
+    """Whether ``state`` belongs to an earlier canary than the one the hosts started at ``canary_since``."""
+    return state.finished or state.started_at < canary_since
 
 
 def keep_waiting(gates: list[GateResult]) -> bool:
     """Whether more traffic may decide: the analysis is not yet decided. A failure decides at once, whatever
     the sample size: every traffic gate fails only with significance at its share of the error budget."""
     return overall_verdict(gates) is Verdict.INCONCLUSIVE
-
-
-def _record(gate: GateResult) -> dict[str, Any]:
-    data = gate.to_dict()
-    data["value"] = _finite(gate.value)
-    return data
-
-
-def _plan_sentence(plan: RolloutPlan) -> str:
-    weights = " -> ".join(f"{format_weight(w)}%" for w in plan.steps)
-    if plan.steps[-1] < PROMOTED_WEIGHT:
-        weights += " -> promotion 100%"
-    gates = ", ".join(g.name for g in gate_definitions(plan, math.ceil(plan.interval_seconds)))
-    hosts = f" on {len(plan.hosts)} host{'s' if len(plan.hosts) != 1 else ''}" if plan.hosts else ""
-    return (
-        f"canary {plan.canary} replaces stable {plan.stable}{hosts}: {weights}, {plan.interval_seconds:g} s per "
-        f"step, at least {plan.min_requests} requests per analysis, gates {gates}"
-    )

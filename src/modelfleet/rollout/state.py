@@ -146,6 +146,27 @@ class StateStore:
         write_text_atomically(path, json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
         return path
 
+    def adopt(self, model: str, copies: list[str], *, check: bool = False) -> tuple[RolloutState | None, list[str]]:
+        """Take the newest of ``copies`` (the state as kept on the serving hosts) when it is newer than this
+        controller's, so that any controller resumes a rollout another one began. Returns the adopted state
+        (``None`` when this controller's is as new, or in check mode) and notes on what was done or skipped.
+        A rollout of other versions that this controller held is archived first.
+        """
+        fleet, notes = newest_copy(model, copies)
+        if fleet is None:
+            return None, notes
+        local = self.load(model)
+        if local is not None and local.updated_at >= fleet.updated_at:
+            return None, notes
+        found = (f"the serving hosts keep a newer state of the rollout of canary {fleet.plan.canary} (stable "
+                 f"{fleet.plan.stable}, {fleet.phase} at step {fleet.step + 1}/{fleet.plan.step_count})")
+        if check:
+            return None, [*notes, f"{found}; check mode does not adopt it"]
+        if local is not None and _identity(local) != _identity(fleet):
+            self.archive(local)
+        self.save(fleet)
+        return fleet, [*notes, f"{found}: adopted"]
+
     def archive(self, state: RolloutState) -> Path:
         """Move a rollout's state file to ``archive/<model>-<stable>-to-<canary>-<started>.json``."""
         source = self.path(state.model)
@@ -160,3 +181,31 @@ class StateStore:
         with contextlib.suppress(FileNotFoundError):
             source.unlink()
         return target
+
+
+def _identity(state: RolloutState) -> tuple[str, str, float]:
+    return state.plan.stable, state.plan.canary, state.started_at
+
+
+def newest_copy(model: str, copies: list[str]) -> tuple[RolloutState | None, list[str]]:
+    """The most recently updated valid state of ``model`` among ``copies`` (JSON texts; empty ones are skipped),
+    and a note for each copy that is not one."""
+    newest: RolloutState | None = None
+    notes = []
+    for index, text in enumerate(copies, 1):
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise RolloutError("not a JSON object")
+            state = RolloutState.from_dict(data)
+        except (ValueError, RolloutError) as exc:
+            notes.append(f"copy {index} of the rollout state on the serving hosts is ignored: {exc}")
+            continue
+        if state.model != model:
+            notes.append(f"copy {index} of the rollout state on the serving hosts is of {state.model!r}, not {model!r}")
+            continue
+        if newest is None or state.updated_at > newest.updated_at:
+            newest = state
+    return newest, notes
