@@ -163,4 +163,3 @@ def export_to_spool(log_files: Iterable[Path], spool_root: Path) -> ExportResult
         for handle in handles.values():
             handle.close()
     return result
-
