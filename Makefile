@@ -128,10 +128,10 @@ ansible-lint: venv collection
 unit: venv
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv collection lambda-rie
+integration: venv collection lambda-rie testbed
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-pytest: venv collection lambda-rie
+pytest: venv collection lambda-rie testbed
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 # ansible-test needs a path ending in ansible_collections/<ns>/<name> and resolves symlinks,

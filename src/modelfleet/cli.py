@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     from modelfleet.alerting.command import add_parser as add_retrain_hook
 
     add_retrain_hook(commands)
+    from modelfleet.serverless.command import add_parser as add_serverless
+
+    add_serverless(commands)
     return parser
 
 
