@@ -119,11 +119,9 @@ def build_package(artifact: Path, output: Path, *, project: Path, base_image: st
     (context / "Dockerfile").write_text(DOCKERFILE.format(base_image=base_image, rie=rie_line, handler=HANDLER))
     (context / ".dockerignore").write_text("**/__pycache__\n")
     unzipped = tree_size(task)
-    zip_path: Path | None = output / "function.zip"
-    zip_path.unlink(missing_ok=True)
-    zip_bytes = None
+    target = output / "function.zip"
+    target.unlink(missing_ok=True)
+    zip_path, zip_bytes = None, None
     if unzipped <= ZIP_UNZIPPED_LIMIT:
-        zip_bytes = write_zip(task, zip_path)
-    else:
-        zip_path = None
+        zip_path, zip_bytes = target, write_zip(task, target)
     return PackageResult(task, unzipped, zip_path, zip_bytes, context)
