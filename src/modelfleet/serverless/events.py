@@ -91,7 +91,8 @@ def handle_lambda(function: ModelFunction, event: LambdaEvent) -> dict[str, Any]
 
 
 def lambda_handler(event: LambdaEvent, context: Any = None) -> dict[str, Any]:
-    """The Lambda handler (``modelfleet.serverless.events.lambda_handler``)."""
+    """The Lambda handler (``modelfleet.serverless.events.lambda_handler``); the context object is not used."""
+    del context
     return handle_lambda(instance(), event)
 
 

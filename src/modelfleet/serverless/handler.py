@@ -15,6 +15,8 @@ into :class:`HttpRequest` and the :class:`HttpResponse` back into what each plat
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import logging
 import os
 import sys
@@ -204,19 +206,15 @@ class ModelFunction:
         self.loop.close()
 
 
-_INSTANCE: ModelFunction | None = None
-_INSTANCE_LOCK = threading.Lock()
-
-
+@functools.cache
 def instance() -> ModelFunction:
-    """This process's function instance, cold-started from the environment on first use."""
-    global _INSTANCE
-    with _INSTANCE_LOCK:
-        if _INSTANCE is None:
-            try:
-                settings = FunctionSettings.from_env()
-            except ColdStartError as exc:
-                log_line(sys.stdout, "ERROR", f"cold start failed: {exc}")
-                raise
-            _INSTANCE = ModelFunction(settings)
-        return _INSTANCE
+    """This process's function instance, cold-started from the environment on first use (a failed cold
+    start is not cached: the platform starts a new instance)."""
+    try:
+        settings = FunctionSettings.from_env()
+    except ColdStartError as exc:
+        log_line(sys.stdout, "ERROR", f"cold start failed: {exc}")
+        raise
+    function = ModelFunction(settings)
+    atexit.register(function.close)
+    return function
