@@ -34,7 +34,10 @@ def _import_logs(args: argparse.Namespace) -> int:
         print(f"{model} version {version}: {count} record(s)")
     print(f"{result.lines} line(s) read, {result.other_lines} not records, "
           f"{sum(result.malformed.values())} malformed {dict(result.malformed) or ''}".rstrip(), file=sys.stderr)
-    return 0 if result.records else 1
+    if not result.records:
+        print("no request/response records found (is MODELFLEET_RECORD_SAMPLE_RATE above 0?)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_parser(commands: Any) -> None:
