@@ -57,7 +57,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
         unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios bench-serving bench-drift \
-        bench-rollout \
+        bench-rollout lambda-rie lambda-package bench-serverless \
         clean distclean
 
 help:
@@ -133,10 +133,10 @@ ansible-lint: venv collection
 unit: venv
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv collection wheelhouse testbed
+integration: venv collection wheelhouse lambda-rie testbed
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-pytest: venv collection wheelhouse testbed
+pytest: venv collection wheelhouse lambda-rie testbed
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 # ansible-test needs a path ending in ansible_collections/<ns>/<name> and resolves symlinks,
@@ -167,6 +167,34 @@ sanity: collection-build
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
 test: bootstrap venv collection lint pytest sanity molecule
+
+## --- serverless (docs/serverless.md) ----------------------------------------
+
+# The AWS Lambda Runtime Interface Emulator: a static binary inside the aws-sam-cli wheel. Only that file
+# is extracted (installing aws-sam-cli itself would pull in a heavy dependency tree).
+AWS_SAM_CLI_SPEC ?= aws-sam-cli==1.170.0
+LAMBDA_RIE := $(CACHE)/lambda-rie/aws-lambda-rie-x86_64
+lambda-rie: $(LAMBDA_RIE)
+
+$(LAMBDA_RIE):
+	rm -rf $(CACHE)/lambda-rie.tmp && mkdir -p $(CACHE)/lambda-rie.tmp
+	$(VENV)/bin/python -m pip download --quiet --no-deps --only-binary=:all: -d $(CACHE)/lambda-rie.tmp '$(AWS_SAM_CLI_SPEC)'
+	cd $(CACHE)/lambda-rie.tmp && $(VENV_ABS)/bin/python -c 'import glob, zipfile; \
+	  open("aws-lambda-rie-x86_64", "wb").write(zipfile.ZipFile(glob.glob("aws_sam_cli-*.whl")[0]).read( \
+	  "samcli/local/rapid/aws-lambda-rie-x86_64"))'
+	chmod 0755 $(CACHE)/lambda-rie.tmp/aws-lambda-rie-x86_64
+	mkdir -p $(dir $@) && mv $(CACHE)/lambda-rie.tmp/aws-lambda-rie-x86_64 $@ && rm -rf $(CACHE)/lambda-rie.tmp
+
+# A Lambda deployment package for one artifact: manylinux wheels for Lambda's Python, zip + image context.
+# LAMBDA_ARTIFACT=.cache/artifacts/credit-risk/1 make lambda-package
+LAMBDA_ARTIFACT ?= $(ARTIFACTS)/credit-risk/1
+LAMBDA_PACKAGE_ARGS ?=
+lambda-package: venv lambda-rie
+	$(VENV)/bin/python -m modelfleet.cli serverless package $(LAMBDA_ARTIFACT) --output $(CACHE)/lambda \
+	  --rie $(LAMBDA_RIE) $(LAMBDA_PACKAGE_ARGS)
+
+bench-serverless: venv lambda-rie examples
+	$(VENV)/bin/python bench/serverless/run.py --rie $(LAMBDA_RIE)
 
 ## --- demo ------------------------------------------------------------------
 

@@ -215,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     from modelfleet.alerting.command import add_parser as add_retrain_hook
     from modelfleet.k8s.command import add_parser as add_k8s
     from modelfleet.k8s.command import add_rollout_parser
+    from modelfleet.serverless.command import add_parser as add_serverless
 
     add_retrain_hook(commands)
     add_k8s(commands)
     add_rollout_parser(commands)
+    add_serverless(commands)
     return parser
 
 
