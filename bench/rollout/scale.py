@@ -2,7 +2,7 @@
 
 For each host count N it starts N light systemd hosts with the project's harness (scripts/fleet.sh, named
 ``mfs-<i>`` at 172.30.0.100 upward on the fleet network, away from the demo, fleet and provision hosts), runs
-the real router role (HAProxy) on them in front of two STAND-IN backends (bench/rollout/scale/standin_backend.py,
+the real router role (HAProxy) on them in front of two STAND-IN backends (bench/rollout/scale_fleet/standin_backend.py,
 not modelfleet's model server), then times the real rollout role (``modelfleet.serving.model_rollout`` and
 ``router_weight``, driven by ``ansible-playbook``) over a 3-step rollout whose gates read a STAND-IN Prometheus
 (bench/rollout/scale_standins.py) that passes them at once. It measures
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import json
 import math
 import os
@@ -31,16 +32,17 @@ import shutil
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import ROOT, host_environment, loadavg, log, run_quiet  # noqa: E402
-from bench.rollout.scale_standins import StandInPrometheus, WeightWatcher  # noqa: E402
-from modelfleet.durations import parse_duration  # noqa: E402
+from bench.common import ROOT, host_environment, loadavg, log, run_quiet
+from bench.rollout.scale_standins import StandInPrometheus, WeightWatcher
+from modelfleet.durations import parse_duration
 
-HERE = ROOT / "bench" / "rollout" / "scale"
+HERE = ROOT / "bench" / "rollout" / "scale_fleet"
 WORK = ROOT / ".cache" / "bench" / "scale"
 OUTPUT = ROOT / ".cache" / "bench" / "rollout-scale.json"
 MODEL = "scale-standin"
@@ -113,7 +115,7 @@ def forks_setting() -> int:
 
 def playbook(inventory: Path, name: str, env: dict[str, str], extra: dict[str, Any] | None = None,
              ) -> tuple[float, dict[str, Any]]:
-    """Run bench/rollout/scale/<name> with the json callback; (wall seconds, the callback's document)."""
+    """Run bench/rollout/scale_fleet/<name> with the json callback; (wall seconds, the callback's document)."""
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(HERE / name)]
     if extra:
         argv += ["-e", json.dumps(extra)]
@@ -165,7 +167,6 @@ def time_by_task(document: dict[str, Any]) -> dict[str, float]:
 
 
 def _iso(text: str) -> float:
-    from datetime import datetime
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
@@ -232,6 +233,8 @@ def measure(hosts: int, env: dict[str, str], args: argparse.Namespace) -> dict[s
         if not args.keep:
             run_quiet([fleet, "down", str(inventory)], env=fleet_env)
             inventory.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                WORK.rmdir()  # only when nothing else is left in it
     return {"hosts": hosts, "hosts_up_s": up_s, "runs": runs, "summary": summarize(runs)}
 
 
@@ -258,8 +261,8 @@ def growth(results: list[dict[str, Any]], key: str) -> float | None:
 
 
 def table(results: list[dict[str, Any]], interval: float) -> str:
-    lines = [f"| hosts | rollouts | overhead per step, s (median, min–max) | weight task, s (median, max) "
-             f"| weight spread across hosts, s (median, max) | all hosts seen |",
+    lines = ["| hosts | rollouts | overhead per step, s (median, min–max) | weight task, s (median, max) "
+             "| weight spread across hosts, s (median, max) | all hosts seen |",
              "|---:|---:|---|---|---|---|"]
     for result in results:
         s = result["summary"]
@@ -293,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--hosts is a comma-separated list of host counts, --interval a duration: {exc}")
     if not counts or counts[0] < 1 or args.repeat < 1 or args.poll <= 0:
         parser.error("--hosts needs counts >= 1, --repeat >= 1 and --poll > 0")
+    if counts[-1] > 255 - FIRST_ADDRESS:
+        parser.error(f"--hosts: at most {255 - FIRST_ADDRESS} hosts fit above 172.30.0.{FIRST_ADDRESS}")
     forks = forks_setting()
     if forks < counts[-1]:
         log(f"warning: forks = {forks} < {counts[-1]} hosts: Ansible works through the hosts in batches")

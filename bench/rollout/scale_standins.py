@@ -61,14 +61,14 @@ class StandInPrometheus:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 self._reply(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("query", [""])[0])
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 self._reply(urllib.parse.parse_qs(raw).get("query", [""])[0])
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's signature)
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

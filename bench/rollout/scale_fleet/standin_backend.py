@@ -24,13 +24,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         if self.path in ("/v2/health/ready", "/v2/health/live") or self.path.endswith("/ready"):
             self._answer(200, {"ready": True, "standin": True})
         else:
             self._answer(404, {"error": "stand-in backend: no route for " + self.path})
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         if self.path.endswith("/infer"):
@@ -39,7 +39,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._answer(404, {"error": "stand-in backend: no route for " + self.path})
 
-    def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
+    def log_message(self, format, *args):
         pass
 
 
