@@ -14,6 +14,7 @@
 #   make molecule     the Molecule fleet scenario (deploy, canaries, rollback, drift alert) on local hosts
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make bench-rollout  the canary judgement's false-rollback and miss rates, simulated (docs/rollout.md)
+#   make bench-scale  a rollout's weight change and overhead on 2, 8 and 24 light hosts (docs/rollout.md, Scale)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -57,11 +58,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
         unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios bench-serving bench-drift \
-        bench-rollout lambda-rie lambda-package bench-serverless \
+        bench-rollout bench-scale lambda-rie lambda-package bench-serverless \
         clean distclean
 
 help:
-	@sed -n '3,17s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,18s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
 
@@ -236,6 +237,11 @@ bench-drift: venv
 BENCH_ROLLOUT_ARGS ?=
 bench-rollout: venv
 	$(VENV)/bin/python bench/rollout/simulate.py $(BENCH_ROLLOUT_ARGS)
+
+# BENCH_SCALE_ARGS: e.g. --hosts 2,8,24 --repeat 3 --interval 5s (starts mfs-* hosts, removes them after)
+BENCH_SCALE_ARGS ?= --hosts 2,8,24
+bench-scale: bootstrap venv collection testbed
+	$(VENV)/bin/python bench/rollout/scale.py $(BENCH_SCALE_ARGS)
 
 ## --- housekeeping ----------------------------------------------------------
 
