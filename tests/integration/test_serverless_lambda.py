@@ -76,7 +76,7 @@ BAD_REQUESTS = [
     ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("x", "FP64", [0.0] * 8, [1, 8])]}),
     ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("x", "FP32", [0.0] * 7, [1, 7])]}),
     ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("x", "FP32", ["a"] * 8, [1, 8])]}),
-    ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("x", "FP32", [0.0] * 8 * 65, [65, 8])]}),
+    ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("x", "FP32", [0.0] * 7 + [None], [1, 8])]}),
     ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("y", "FP32", [0.0] * 8, [1, 8])]}),
     ("POST", "/v2/models/credit-risk/infer", {"inputs": [tensor("x", "FP32", [0.0] * 8, [1, 8])],
                                               "outputs": [{"name": "nope"}]}),
