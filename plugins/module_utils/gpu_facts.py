@@ -206,7 +206,9 @@ def gather(root: str, run: Runner, query_smi: bool = True) -> t.Dict[str, t.Any]
     installed = installed_module(run)
     smi = query_nvidia_smi(run) if query_smi and gpus else {"available": False, "error": "not queried", "gpus": []}
     archs = sorted(set(d["architecture"] for d in gpus if d["architecture"]))
-    reboot = bool(installed["version"] and loaded["version"] and installed["version"] != loaded["version"])
+    # An installed module that is not the one running (another version, or none loaded yet): a reboot (or an
+    # unload and load) is needed before the installed driver is in use.
+    reboot = bool(installed["version"] and installed["version"] != loaded["version"])
     mig = [g["mig_mode"] for g in smi["gpus"]]
     return {
         "present": bool(gpus),

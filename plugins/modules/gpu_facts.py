@@ -120,8 +120,8 @@ ansible_facts:
           type: int
         driver:
           description: C(loaded_version), C(loaded_flavour) (open or proprietary, from /proc), C(installed_version),
-            C(installed_flavour) (from modinfo), and C(reboot_required), true when an installed module differs from
-            the loaded one.
+            C(installed_flavour) (from modinfo), and C(reboot_required), true when a module is installed and the
+            loaded one is another version or none.
           type: dict
         secure_boot:
           description: Secure Boot enabled; null when neither the EFI variable nor mokutil tells.

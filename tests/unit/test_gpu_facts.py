@@ -147,10 +147,10 @@ def test_loaded_differs_from_installed_requires_reboot(tmp_path: Path) -> None:
     assert facts["driver"]["reboot_required"] is True
 
 
-def test_installed_not_loaded_needs_no_reboot_flag(tmp_path: Path) -> None:
-    """Installed but not loaded (fresh install, or nouveau still bound): a modprobe may do; no mismatch to report."""
+def test_installed_not_loaded_requires_reboot(tmp_path: Path) -> None:
+    """Installed but not loaded (a fresh install, nouveau still bound): the installed driver is not in use yet."""
     facts = gpu_facts.gather(str(host(tmp_path, 1, 0x1EB8)), FakeRunner(modinfo("535.129.03", "NVIDIA")))
-    assert facts["driver"]["loaded_version"] is None and facts["driver"]["reboot_required"] is False
+    assert facts["driver"]["loaded_version"] is None and facts["driver"]["reboot_required"] is True
 
 
 def test_nvidia_smi_failure_is_reported_not_raised(tmp_path: Path) -> None:
