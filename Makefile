@@ -14,6 +14,7 @@
 #   make molecule     the Molecule fleet scenario (deploy, canaries, rollback, drift alert) on local hosts
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make bench-rollout  the canary judgement's false-rollback and miss rates, simulated (docs/rollout.md)
+#   make gpu-hardware-check  on a GPU host: gpu_facts, nvidia-smi parsing, DCGM collectors (docs/gpu.md)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -57,11 +58,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs ansible-lint \
         unit integration pytest sanity collection-build test demo demo-down examples testbed molecule bench-serving bench-drift \
-        bench-rollout \
+        bench-rollout gpu-hardware-check \
         clean distclean
 
 help:
-	@sed -n '3,17s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,18s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
 
@@ -184,6 +185,10 @@ demo-down:
 MOLECULE_SCENARIOS ?= fleet
 molecule: bootstrap venv collection examples wheelhouse testbed
 	$(foreach s,$(MOLECULE_SCENARIOS),$(TESTBED_ENV) $(VENV)/bin/molecule test -s $(s) &&) true
+
+# On a real GPU host: gpu_facts, nvidia-smi parsing, DCGM collectors (scripts/gpu-hardware-check.sh).
+gpu-hardware-check: venv collection
+	scripts/gpu-hardware-check.sh
 
 ## --- benchmarks (not part of `make test`: too noisy for CI; results go to .cache/bench/) --------
 
