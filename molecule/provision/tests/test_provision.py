@@ -58,7 +58,8 @@ def test_node_exporter_held_or_pinned(host: Any) -> None:
         assert "prometheus-node-exporter" in host.check_output("apt-mark showhold").split()
     else:  # the release archive: the binary that was verified, at a fixed version
         assert host.file("/usr/local/bin/node_exporter").mode == 0o755
-        assert "version 1.5" in host.run("/usr/local/bin/node_exporter --version").stderr
+        version = host.run("/usr/local/bin/node_exporter --version")
+        assert "version 1.5" in version.stdout + version.stderr
 
 
 def test_dcgm_exporter_standin_only_on_the_gpu_host(host: Any) -> None:
@@ -176,9 +177,12 @@ def test_prometheus_scrapes_the_dcgm_target(host: Any) -> None:
 
 
 def playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    converge = SCENARIO / "converge.yml"
-    return subprocess.run(["ansible-playbook", "-i", str(INVENTORY), str(converge), *args],
-                          capture_output=True, text=True, timeout=1200, check=False)
+    """The scenario's converge playbook, run again from the controller as molecule runs it."""
+    project = SCENARIO.parents[1]
+    env = {**os.environ, "MOLECULE_SCENARIO_DIRECTORY": str(SCENARIO), "MOLECULE_PROJECT_DIRECTORY": str(project),
+           "ANSIBLE_COLLECTIONS_PATH": str(project / ".cache/collections"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(["ansible-playbook", "-i", str(INVENTORY), str(SCENARIO / "converge.yml"), *args],
+                          capture_output=True, text=True, timeout=1200, check=False, env=env)
 
 
 def changed_counts(output: str) -> dict[str, int]:
