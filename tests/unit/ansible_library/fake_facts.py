@@ -1,4 +1,3 @@
-#!/usr/bin/python
 """FAKE facts for the role decision tests: returns its `facts` argument as ansible_facts (a stand-in for
 gathering facts on Ubuntu and RHEL hosts, which cannot run here)."""
 
