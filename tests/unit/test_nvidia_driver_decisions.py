@@ -203,3 +203,20 @@ def test_hold_patterns_cover_the_driver_but_not_the_toolkit() -> None:
             "libnvidia-container-tools", "datacenter-gpu-manager-4-core", "firmware-misc-nonfree"]
     assert [p for p in held if not any(fnmatch.fnmatch(p, pat) for pat in patterns)] == []
     assert [p for p in free if any(fnmatch.fnmatch(p, pat) for pat in patterns)] == []
+
+
+def test_the_role_skips_a_host_without_gpu(tmp_path: Path) -> None:
+    """The whole role on this machine (no NVIDIA device): argument specs validate, preflight runs, and the host is
+    skipped with the message, changing nothing."""
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([{
+        "name": "Driver on a host without GPU", "hosts": "localhost", "gather_facts": True,
+        "roles": [{"role": "modelfleet.serving.nvidia_driver"}]}]))
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collection_root()), "ANSIBLE_HOME": str(tmp_path / "home"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0"}
+    playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) or "ansible-playbook"
+    argv = [playbook, "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
+            "-e", f"nvidia_driver_gpu_facts_root={tmp_path / 'no-gpu'}", str(tmp_path / "play.yml")]
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "has no NVIDIA GPU on its PCI bus (vendor 0x10de): the driver is not installed" in done.stdout
+    assert "changed=0" in done.stdout
