@@ -15,6 +15,7 @@
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make bench-rollout  the canary judgement's false-rollback and miss rates, simulated (docs/rollout.md)
 #   make bench-scale  a rollout's weight change and overhead on 2, 8 and 24 light hosts (docs/rollout.md, Scale)
+#   make gpu-hardware-check  on a GPU host: gpu_facts, nvidia-smi parsing, DCGM collectors (docs/gpu.md)
 #   make clean        remove caches and build output (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -58,11 +59,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
         unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios bench-serving bench-drift \
-        bench-rollout bench-scale lambda-rie lambda-package bench-serverless \
+        bench-rollout bench-scale lambda-rie lambda-package bench-serverless gpu-hardware-check \
         clean distclean
 
 help:
-	@sed -n '3,18s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,19s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 ## --- environment -----------------------------------------------------------
 
@@ -224,6 +225,10 @@ molecule-scenarios:
 	@if [ -z "$(strip $(MOLECULE_SCENARIOS))" ]; then \
 	  echo "make molecule: MOLECULE_SCENARIOS is empty: no scenario would run (name one, e.g. MOLECULE_SCENARIOS=fleet)" >&2; \
 	  exit 1; fi
+
+# On a real GPU host: gpu_facts, nvidia-smi parsing, DCGM collectors (scripts/gpu-hardware-check.sh).
+gpu-hardware-check: venv collection
+	scripts/gpu-hardware-check.sh
 
 ## --- benchmarks (not part of `make test`: too noisy for CI; results go to .cache/bench/) --------
 
