@@ -119,11 +119,11 @@ def flavour_from_license(license_text: str) -> t.Optional[str]:
 
 def installed_module(run: Runner) -> t.Dict[str, t.Any]:
     """The nvidia module that modprobe would load (``modinfo``), or None for each field when there is none."""
-    rc, out, _ = run(["modinfo", "-F", "version", "nvidia"])
+    rc, out, _err = run(["modinfo", "-F", "version", "nvidia"])
     version = out.strip().splitlines()[0].strip() if rc == 0 and out.strip() else None
     flavour = None
     if version:
-        rc, out, _ = run(["modinfo", "-F", "license", "nvidia"])
+        rc, out, _err = run(["modinfo", "-F", "license", "nvidia"])
         flavour = flavour_from_license(out) if rc == 0 else None
     return {"version": version, "flavour": flavour}
 
@@ -187,7 +187,7 @@ def secure_boot(root: str, run: Runner) -> t.Optional[bool]:
     if not os.path.isdir(os.path.join(root, "sys/firmware/efi")):
         return False
     try:
-        rc, out, _ = run(["mokutil", "--sb-state"])
+        rc, out, _err = run(["mokutil", "--sb-state"])
     except OSError:
         return None
     text = out.lower()

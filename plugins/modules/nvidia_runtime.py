@@ -21,7 +21,7 @@ description:
   - For containerd the runtime is the runc v2 shim running O(binary); its C(SystemdCgroup) follows
     O(systemd_cgroup), else runc's own setting in the same file. Versions 2 (containerd 1.x) and 3 (2.x) are
     understood; a missing or empty file becomes a version 2 file.
-  - The module does not restart the engine; notify a handler on RV(changed).
+  - The module does not restart the engine; notify a handler when the task reports a change.
 author:
   - modelfleet contributors (@modelfleet)
 options:
