@@ -42,6 +42,11 @@ from test_fleet import (  # noqa: F401 (load and workdir are fixtures: this modu
 RELEASES = "/var/lib/modelfleet/releases"
 
 
+def said_by(result: subprocess.CompletedProcess[str]) -> str:
+    """All that ansible-playbook printed: ansible-core writes failures and warnings to stderr, the rest to stdout."""
+    return result.stdout + "\n" + result.stderr
+
+
 RELEASES = "/var/lib/modelfleet/releases"
 
 
@@ -61,12 +66,13 @@ def test_a_second_deploy_is_refused_while_another_owner_holds_the_lock(load: Any
     spec = _load_variants().make_variant("good", "7", workdir / "v7-good")
     refused = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", check=False)
     assert refused.returncode != 0
-    assert "locked by ci@runner-7 on runner-7 (pid 4242)" in refused.stdout and "s ago" in refused.stdout
+    said = said_by(refused)
+    assert "locked by ci@runner-7 on runner-7 (pid 4242)" in said and "s ago" in said, said[-4000:]
     assert host_file(SERVING_HOSTS[0], f"{MODEL}.lock") is None, "the lock taken on the other host is given back"
     assert all(release(host)["canary"] is None for host in SERVING_HOSTS), "nothing was installed"
     # Broken explicitly, the deploy goes on, and gives the lock back at the end.
     done = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", "rollout_break_lock=true")
-    assert "broke the lock of ci@runner-7" in done.stdout
+    assert "broke the lock of ci@runner-7" in said_by(done), said_by(done)[-4000:]
     assert all(release(host)["stable"]["version"] == "7" for host in SERVING_HOSTS)
     assert all(host_file(host, f"{MODEL}.lock") is None for host in SERVING_HOSTS)
 
@@ -96,7 +102,7 @@ def test_an_interrupted_rollout_resumes_from_another_checkout(load: Any, workdir
     second = workdir / "second-checkout-rollouts"
     refused = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", f"rollout_state_dir={second}",
                        "-e", "rollout_lock_owner=ops@second-checkout", check=False)
-    assert refused.returncode != 0 and "is locked by" in refused.stdout
+    assert refused.returncode != 0 and "is locked by" in said_by(refused), said_by(refused)[-4000:]
     playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", f"rollout_state_dir={second}",
              "-e", "rollout_lock_owner=ops@second-checkout", "-e", "rollout_break_lock=true")
     state = json.loads((second / f"{MODEL}.json").read_text())
@@ -145,7 +151,7 @@ def test_rollback_model_with_the_monitoring_host_stopped(load: Any, workdir: Pat
     docker("stop", MONITORING_HOST)
     try:
         done = playbook("rollback_model.yml", workdir, "-e", f"model={MODEL}")  # exits 0
-        assert f"monitoring host(s) {MONITORING_HOST} could not be reached" in done.stdout
+        assert f"monitoring host(s) {MONITORING_HOST} could not be reached" in said_by(done), said_by(done)[-4000:]
         for host in SERVING_HOSTS:
             record = release(host)
             assert record["stable"]["version"] == previous and record["previous"] is None, record
@@ -186,9 +192,9 @@ def test_a_serving_host_lost_mid_rollout(workdir: Path) -> None:  # noqa: F811
         runner.join(timeout=600)
         run = outcome["run"]
         # The policy: paused, rolled back on the reachable host, the run fails as a rollback does, naming the host.
-        assert run.returncode in (2, 4), run.stdout[-4000:]
+        assert run.returncode in (2, 4), said_by(run)[-4000:]
         assert f"Lost mid-rollout, left as they were until the next deploy_model.yml or rollback_model.yml " \
-               f"reconciles them: {lost}" in run.stdout
+               f"reconciles them: {lost}" in said_by(run), said_by(run)[-4000:]
         state = rollout_state(workdir)
         report_steps(state)
         assert state["phase"] == "rolled_back" and f"serving host {lost} lost mid-rollout" in state["last_reason"]
@@ -205,7 +211,7 @@ def test_a_serving_host_lost_mid_rollout(workdir: Path) -> None:  # noqa: F811
     assert release(lost)["canary"]["version"] == "9"
     # The next deploy reconciles it first, then rolls canary 9 out on both hosts (a good version: promoted).
     again = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
-    assert re.search(rf"{lost}: {MODEL} abort: the fleet's rollout of canary 9 ended rolled_back", again.stdout)
+    assert re.search(rf"{lost}: {MODEL} abort: the fleet's rollout of canary 9 ended rolled_back", said_by(again))
     for host in SERVING_HOSTS:
         record = release(host)
         assert record["stable"]["version"] == "9" and record["canary"] is None, (host, record)
