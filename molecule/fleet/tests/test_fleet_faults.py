@@ -5,18 +5,15 @@ In this order, each on the fleet that the one before left:
 - a rollout interrupted by killing its controller resumes from a second checkout (v8);
 - rollback_model.yml with the monitoring host stopped returns to the previous version (v7), and
   `monitoring.yml --tags file_sd` catches Prometheus's targets up afterwards;
-- a serving host stopped mid-rollout (v9): rolled back on the reachable host, and reconciled by the next run.
-  Last, because the stopped host's router refuses this module's own background load while it is down.
+The lost serving host waits in molecule/fleet/pending/test_fleet_lost_host.py (see its docstring).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +24,12 @@ from test_fleet import (  # noqa: F401 (load and workdir are fixtures: this modu
     MODEL,
     PROJECT,
     ROLLOUT,
-    ROUTERS,
     SERVING_HOSTS,
-    _load,
     _load_variants,
     load,
     playbook,
     release,
     report_steps,
-    rollout_state,
     workdir,
 )
 
@@ -170,52 +164,3 @@ def test_rollback_model_with_the_monitoring_host_stopped(load: Any, workdir: Pat
                                     f"{FILE_SD}/modelfleet-serve-{host}-{MODEL}.json").stdout)
         assert [t["labels"]["version"] for t in targets] == [previous], targets
     assert load.failed() == 0, load.failures[:20]
-
-
-def test_a_serving_host_lost_mid_rollout(workdir: Path) -> None:  # noqa: F811
-    lost, kept = SERVING_HOSTS[1], SERVING_HOSTS[0]
-    stable = release(kept)["stable"]["version"]
-    spec = _load_variants().make_variant("good", "9", workdir / "v9-good")
-    # The clients of the router that stays up: none of their requests may fail.
-    clients = _load("traffic").Traffic([ROUTERS[0]], clients=2, rate_per_client=20.0)
-    clients.start()
-    outcome: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: outcome.update(
-        run=playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", check=False)), daemon=True)
-    runner.start()
-    try:
-        # Once the first step's weights are set (25% to canary 9), the host goes away.
-        state_file = workdir / "rollouts" / f"{MODEL}.json"
-        wait_until(lambda: state_file.exists() and json.loads(state_file.read_text()).get("canary") == "9"
-                   and json.loads(state_file.read_text()).get("window_start"), 300, "the first step of canary 9")
-        docker("stop", lost)
-        runner.join(timeout=600)
-        run = outcome["run"]
-        # The policy: paused, rolled back on the reachable host, the run fails as a rollback does, naming the host.
-        assert run.returncode in (2, 4), said_by(run)[-4000:]
-        assert f"Lost mid-rollout, left as they were until the next deploy_model.yml or rollback_model.yml " \
-               f"reconciles them: {lost}" in said_by(run), said_by(run)[-4000:]
-        state = rollout_state(workdir)
-        report_steps(state)
-        assert state["phase"] == "rolled_back" and f"serving host {lost} lost mid-rollout" in state["last_reason"]
-        assert release(kept)["stable"]["version"] == stable and release(kept)["canary"] is None
-        assert not active(kept, "9")
-        assert clients.failed() == 0, clients.failures[:20]
-    finally:
-        clients.stop()
-        docker("start", lost, check=False)
-
-    # Back: it still has the step's weights, canary 9 and a record naming it (what issue 15 saw).
-    wait_until(lambda: docker("exec", lost, "systemctl", "is-active", "haproxy", check=False).stdout.strip()
-               == "active", 120, f"HAProxy on {lost}")
-    assert release(lost)["canary"]["version"] == "9"
-    # The next deploy reconciles it first, then rolls canary 9 out on both hosts (a good version: promoted).
-    again = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
-    assert re.search(rf"{lost}: {MODEL} abort: the fleet's rollout of canary 9 ended rolled_back", said_by(again))
-    for host in SERVING_HOSTS:
-        record = release(host)
-        assert record["stable"]["version"] == "9" and record["canary"] is None, (host, record)
-        assert record["previous"]["version"] == stable
-        assert not active(host, stable)
-        slot = record["stable"]["slot"]
-        assert router_weights(host)[slot] == 100, router_weights(host)
