@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from docker_engine import BASE_IMAGE, docker_host
 from functionkit import INVOKE, REPO, example_artifacts, http_event, payload, rie_path, rows
 from harness import free_port, wait_for
 from serverkit import HOST, Server, request
@@ -20,13 +21,12 @@ from serverkit import HOST, Server, request
 from modelfleet.serverless.package import ZIP_UNZIPPED_LIMIT, tree_size
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-BASE = os.environ.get("TESTBED_IMAGE", "local/debian12-systemd:latest")
+BASE = BASE_IMAGE
 NAME = f"serverless-test-{os.getpid()}"
 
 
 def _docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    env.setdefault("DOCKER_HOST", f"unix://{REPO}/.cache/testbed/docker/docker.sock")
+    env = {**os.environ, "DOCKER_HOST": docker_host()}
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
