@@ -11,7 +11,8 @@
 #   make demo         a local fleet (2 serving + 1 monitoring systemd hosts), credit-risk v1, then a canary
 #                     rollout of v2 under live traffic with the real playbooks; the fleet stays up
 #   make demo-down    remove the demo fleet
-#   make molecule     the Molecule fleet scenario (deploy, canaries, rollback, drift alert) on local hosts
+#   make molecule     the Molecule scenarios on local hosts: provision (GPU host roles on stand-in GPUs) and fleet
+#                     (deploy, canaries, rollback, drift alert); MOLECULE_SCENARIOS=fleet for one
 #   make bench-serving / bench-drift   benchmarks against peer systems (docs/*-benchmark.md)
 #   make bench-rollout  the canary judgement's false-rollback and miss rates, simulated (docs/rollout.md)
 #   make bench-scale  a rollout's weight change and overhead on 2, 8 and 24 light hosts (docs/rollout.md, Scale)
@@ -58,7 +59,8 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios bench-serving bench-drift \
+        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios \
+        molecule-prereqs molecule-run molecule-roles molecule-side bench-serving bench-drift \
         bench-rollout bench-scale lambda-rie lambda-package bench-serverless gpu-hardware-check \
         clean distclean
 
@@ -168,7 +170,11 @@ sanity: collection-build
 	cd $(SANITY_ROOT) && ANSIBLE_TEST_CONTENT_ROOT="$$PWD" \
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
-test: bootstrap venv collection lint pytest sanity molecule
+# The checks that need no host first; then pytest beside the shorter Molecule scenarios (two cores: one each);
+# then the timed scenarios alone (their fleet tests measure live traffic and must not share the machine).
+test: molecule-scenarios bootstrap venv collection lint sanity molecule-prereqs lambda-rie
+	$(MAKE) -j2 --output-sync=line pytest molecule-side
+	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 
 ## --- serverless (docs/serverless.md) ----------------------------------------
 
@@ -216,9 +222,28 @@ demo-down:
 	rm -rf $(CACHE)/rollouts $(CACHE)/demo
 
 # Molecule drives the scenarios' hosts through the same harness (molecule/shared/create.yml -> fleet.sh).
-MOLECULE_SCENARIOS ?= fleet
+MOLECULE_SCENARIOS ?= provision fleet
+# Scenarios that `make test` runs alone, after everything else; the others run beside pytest.
+TEST_TIMED_SCENARIOS ?= fleet
+TEST_SIDE_SCENARIOS = $(filter-out $(TEST_TIMED_SCENARIOS),$(MOLECULE_SCENARIOS))
+TEST_LAST_SCENARIOS = $(filter $(TEST_TIMED_SCENARIOS),$(MOLECULE_SCENARIOS))
+# Roles with a scenario of their own (roles/<role>/molecule/default), run before the scenarios above.
+MOLECULE_ROLES ?= grafana
 # An empty list fails first (before the testbed starts): it would otherwise pass without testing anything.
-molecule: molecule-scenarios bootstrap venv collection examples wheelhouse testbed
+molecule: molecule-scenarios molecule-prereqs
+	$(MAKE) molecule-roles molecule-run
+
+# make test's companion of pytest: the role scenarios, then the scenarios that need not run alone.
+molecule-side: molecule-roles
+	$(if $(TEST_SIDE_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_SIDE_SCENARIOS)",true)
+
+molecule-roles:
+	$(foreach r,$(MOLECULE_ROLES),(cd roles/$(r) && $(TESTBED_ENV) $(VENV_ABS)/bin/molecule test) &&) true
+
+molecule-prereqs: bootstrap venv collection examples wheelhouse testbed
+
+# The scenarios alone, without rebuilding anything (the wheelhouse must not change under a running fleet).
+molecule-run: molecule-scenarios
 	$(foreach s,$(MOLECULE_SCENARIOS),$(TESTBED_ENV) $(VENV)/bin/molecule test -s $(s) &&) true
 
 molecule-scenarios:

@@ -6,8 +6,9 @@ testinfra verifier does not treat as a failure in every version), and an empty `
 runs nothing. This static check fails instead, for the scenarios named by the Makefile's default:
 
 - the default ``MOLECULE_SCENARIOS ?= ...`` names at least one scenario;
-- each is ``molecule/<scenario>/molecule.yml`` with ``verifier.name: testinfra`` (or ``ansible``, which
-  needs ``verify.yml``);
+- each is ``molecule/<scenario>/molecule.yml`` with ``verifier.name: testinfra`` (or ``ansible``, whose
+  ``verify.yml`` must hold at least one ``assert`` task);
+- the roles of ``MOLECULE_ROLES ?= ...`` (role scenarios, ``roles/<role>/molecule/default``) likewise;
 - its verifier directory (``verifier.directory``, default ``tests``) holds a ``test_*.py`` or
   ``*_test.py`` file with at least one top-level ``test_`` function (or a ``Test*`` class with one).
 
@@ -28,22 +29,57 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 _DEFAULT = re.compile(r"^MOLECULE_SCENARIOS\s*\?=(?P<names>.*)$", re.MULTILINE)
+_ROLES = re.compile(r"^MOLECULE_ROLES\s*\?=(?P<names>.*)$", re.MULTILINE)
+_ASSERT_ACTIONS = ("assert", "ansible.builtin.assert", "ansible.legacy.assert")
 
 
 class ProjectError(Exception):
     """A Makefile or molecule.yml that cannot be read as this check needs."""
 
 
-def default_scenarios(makefile: Path) -> list[str]:
-    """The scenario names of the Makefile's ``MOLECULE_SCENARIOS ?=`` line."""
+def _makefile_text(makefile: Path) -> str:
     try:
-        text = makefile.read_text()
+        return makefile.read_text()
     except OSError as exc:
         raise ProjectError(f"{makefile}: {exc.strerror or exc}") from None
-    match = _DEFAULT.search(text)
+
+
+def default_scenarios(makefile: Path) -> list[str]:
+    """The scenario names of the Makefile's ``MOLECULE_SCENARIOS ?=`` line."""
+    match = _DEFAULT.search(_makefile_text(makefile))
     if match is None:
         raise ProjectError(f"{makefile}: no 'MOLECULE_SCENARIOS ?= ...' line")
     return match.group("names").split("#", 1)[0].split()
+
+
+def default_roles(makefile: Path) -> list[str]:
+    """The role names of the Makefile's ``MOLECULE_ROLES ?=`` line (none without the line)."""
+    match = _ROLES.search(_makefile_text(makefile))
+    return match.group("names").split("#", 1)[0].split() if match else []
+
+
+def _asserts_in(tasks: Any) -> int:
+    """``assert`` tasks in a task list, blocks, rescues and always sections included."""
+    count = 0
+    for task in tasks if isinstance(tasks, list) else []:
+        if not isinstance(task, dict):
+            continue
+        count += any(action in task for action in _ASSERT_ACTIONS)
+        count += sum(_asserts_in(task.get(section)) for section in ("block", "rescue", "always"))
+    return count
+
+
+def _verify_playbook_problems(path: Path) -> Iterator[str]:
+    if not path.is_file():
+        yield "ansible verifier without verify.yml"
+        return
+    try:
+        plays = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        yield f"verify.yml is not YAML: {exc}"
+        return
+    if not sum(_asserts_in(play.get("tasks")) for play in plays or [] if isinstance(play, dict)):
+        yield "verify.yml asserts nothing (no assert task)"
 
 
 def _tests_in(path: Path) -> int:
@@ -80,8 +116,7 @@ def scenario_problems(scenario_dir: Path) -> Iterator[str]:
     verifier = _config(scenario_dir).get("verifier") or {}
     name = verifier.get("name", "ansible")
     if name == "ansible":
-        if not (scenario_dir / "verify.yml").is_file():
-            yield "ansible verifier without verify.yml"
+        yield from _verify_playbook_problems(scenario_dir / "verify.yml")
         return
     if name != "testinfra":
         yield f"verifier {name!r}: this check knows testinfra and ansible"
@@ -104,12 +139,14 @@ def scenario_problems(scenario_dir: Path) -> Iterator[str]:
 
 
 def check(project: Path) -> list[str]:
-    """Every problem of the Makefile's default scenarios, as ``molecule/<scenario>: problem``."""
+    """Every problem of the Makefile's default scenarios and role scenarios, as ``<scenario dir>: problem``."""
     names = default_scenarios(project / "Makefile")
     if not names:
         return ["Makefile: MOLECULE_SCENARIOS ?= names no scenario (make molecule would test nothing)"]
-    return [f"molecule/{name}: {problem}" for name in names
-            for problem in scenario_problems(project / "molecule" / name)]
+    directories = [f"molecule/{name}" for name in names]
+    directories += [f"roles/{role}/molecule/default" for role in default_roles(project / "Makefile")]
+    return [f"{directory}: {problem}" for directory in directories
+            for problem in scenario_problems(project / directory)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

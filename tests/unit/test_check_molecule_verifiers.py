@@ -78,7 +78,25 @@ def test_the_verifier_directory_and_ansible_verifier_are_honoured(tmp_path: Path
     (ans / "molecule.yml").write_text(yaml.safe_dump({"verifier": {"name": "ansible"}}))
     assert checker.check(tmp_path) == ["molecule/ans: ansible verifier without verify.yml"]
     (ans / "verify.yml").write_text("---\n")
+    assert checker.check(tmp_path) == ["molecule/ans: verify.yml asserts nothing (no assert task)"]
+    (ans / "verify.yml").write_text(yaml.safe_dump([{"hosts": "all", "tasks": [
+        {"name": "Read", "ansible.builtin.command": "true"},
+        {"block": [{"name": "Check", "ansible.builtin.assert": {"that": True}}]}]}]))
     assert checker.check(tmp_path) == []
+
+
+def test_role_scenarios_of_molecule_roles_are_checked(tmp_path: Path) -> None:
+    """``MOLECULE_ROLES ?= ...``: each role's default scenario must exist and its verifier assert something."""
+    project(tmp_path, "a", {"a": {"test_a.py": "def test_a():\n    pass\n"}})
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(makefile.read_text() + "MOLECULE_ROLES ?= web db\n")
+    web = tmp_path / "roles" / "web" / "molecule" / "default"
+    web.mkdir(parents=True)
+    (web / "molecule.yml").write_text(yaml.safe_dump({"verifier": {"name": "ansible"}}))
+    (web / "verify.yml").write_text(yaml.safe_dump([{"hosts": "all", "tasks": [{"ansible.builtin.debug": {}}]}]))
+    assert checker.check(tmp_path) == [
+        "roles/web/molecule/default: verify.yml asserts nothing (no assert task)",
+        "roles/db/molecule/default: no molecule.yml (the scenario does not exist)"]
 
 
 def test_unreadable_project_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -179,10 +179,17 @@ def test_prometheus_scrapes_the_dcgm_target(host: Any) -> None:
 def playbook(*args: str) -> subprocess.CompletedProcess[str]:
     """The scenario's converge playbook, run again from the controller as molecule runs it."""
     project = SCENARIO.parents[1]
+    # Molecule forces colour (ANSIBLE_FORCE_COLOR wins over ANSIBLE_NOCOLOR): turn it off for a readable recap.
     env = {**os.environ, "MOLECULE_SCENARIO_DIRECTORY": str(SCENARIO), "MOLECULE_PROJECT_DIRECTORY": str(project),
-           "ANSIBLE_COLLECTIONS_PATH": str(project / ".cache/collections"), "ANSIBLE_NOCOLOR": "1"}
+           "ANSIBLE_COLLECTIONS_PATH": str(project / ".cache/collections"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}
     return subprocess.run(["ansible-playbook", "-i", str(INVENTORY), str(SCENARIO / "converge.yml"), *args],
                           capture_output=True, text=True, timeout=1200, check=False, env=env)
+
+
+def output_of(done: subprocess.CompletedProcess[str]) -> str:
+    """Both streams without colour codes (ansible-core writes failures and warnings to stderr)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + "\n" + done.stderr)
 
 
 def changed_counts(output: str) -> dict[str, int]:
@@ -191,8 +198,8 @@ def changed_counts(output: str) -> dict[str, int]:
 
 def test_check_mode_run_changes_nothing() -> None:
     done = playbook("--check")
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
-    counts = changed_counts(done.stdout)
+    assert done.returncode == 0, output_of(done)[-7000:]
+    counts = changed_counts(output_of(done))
     assert set(counts) >= {GPU_HOST, "mfp-plain", "mfp-monitor"} and set(counts.values()) == {0}, counts
 
 
@@ -204,4 +211,4 @@ def test_a_pin_the_repository_lacks_fails(version: str, message: str) -> None:
     done = playbook("--check", "--limit", GPU_HOST, "--tags", "nvidia_driver_packages",
                     "-e", f"nvidia_driver_version={version}")
     assert done.returncode != 0
-    assert message in " ".join(done.stdout.split()), done.stdout[-4000:]
+    assert message in " ".join(output_of(done).split()), output_of(done)[-4000:]
