@@ -11,20 +11,16 @@ names its real socket) and the reconcile run brings it in line. No systemd here:
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ansible_env, free_port, need
-from test_router_haproxy import SLOT_SERVER, Router, Slot
+from local_fleet import HOSTS, failure_messages, host_vars, router_fleet, run_playbook, weights, write_inventory
+from test_router_haproxy import Router
 
 pytestmark = pytest.mark.integration
 
-HOSTS = ("serving-1", "serving-2")
 SPEC = """\
 name: credit-risk
 version: "3"
@@ -56,58 +52,27 @@ PLAYBOOK = """\
 
 @pytest.fixture
 def fleet() -> Iterator[tuple[Path, dict[str, Router]]]:
-    need("haproxy", "haproxy")
-    need("socat", "socat")
-    root = Path(tempfile.mkdtemp(prefix="mf-lost-"))  # unix socket paths: at most 108 bytes
-    (root / "slot.py").write_text(SLOT_SERVER)
-    ports = {"blue": free_port(), "green": free_port()}
-    slots = [Slot(root / "slot.py", f"credit-risk-{slot}", port) for slot, port in ports.items()]
-    routers: dict[str, Router] = {}
-    try:
+    with router_fleet("mf-lost-") as (root, routers):
         for host in HOSTS:
-            (root / host / "releases").mkdir(parents=True)
             (root / host / "textfile").mkdir()
-            routers[host] = Router(root / host, [{"name": "credit-risk", "blue_port": ports["blue"],
-                                                  "green_port": ports["green"]}]).start()
-            routers[host].wait_up("credit-risk", "blue", "green")
             (root / host / "releases" / "credit-risk.json").write_text(json.dumps({
                 "model": "credit-risk", "stable": {"version": "2", "slot": "blue", "since": 1700000000},
                 "canary": {"version": "3", "slot": "green", "since": 1700000100}, "previous": None}))
         (root / "play.yml").write_text(PLAYBOOK)
         (root / "model.yml").write_text(SPEC)
         yield root, routers
-    finally:
-        for router in routers.values():
-            router.stop()
-        for slot in slots:
-            slot.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def inventory(root: Path, routers: dict[str, Router], lost: str | None) -> Path:
-    hosts = {host: {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                    "model_server_data_dir": str(root / host), "model_server_group": "root",
-                    "model_server_prometheus_hosts": [], "rollout_fleet_state_dir": str(root / host / "releases"),
-                    "rollout_textfile_dir": str(root / host / "textfile"),
-                    "rollout_router_socket": "/nonexistent/admin.sock" if host == lost else routers[host].socket,
-                    "router_state_file": routers[host].state_file}
-             for host in HOSTS}
-    path = root / "hosts.json"
-    path.write_text(json.dumps({"all": {"children": {"serving": {"hosts": hosts}}}}))
-    return path
+    return write_inventory(root / "hosts.json", {
+        host: host_vars(root, host, routers[host], rollout_textfile_dir=str(root / host / "textfile"),
+                        rollout_router_socket="/nonexistent/admin.sock" if host == lost else routers[host].socket)
+        for host in HOSTS})
 
 
 def run(root: Path, hosts: Path, entry: str) -> tuple[int, dict[str, Any]]:
-    env = ansible_env()
-    command = [shutil.which("ansible-playbook", path=env["PATH"]) or "ansible-playbook", "-i", str(hosts),
-               str(root / "play.yml"), "-e", f"entry={entry}", "-e", f"spec={root / 'model.yml'}",
-               "-e", f"rollout_state_dir={root / 'controller'}"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=root)
-    return done.returncode, json.loads(done.stdout)
-
-
-def weights(router: Router) -> dict[str, int]:
-    return {name: state[0] for name, state in router.servers("credit-risk").items()}
+    return run_playbook(root / "play.yml", hosts, f"entry={entry}", f"spec={root / 'model.yml'}",
+                        f"rollout_state_dir={root / 'controller'}")
 
 
 def record(root: Path, host: str) -> dict[str, Any]:
@@ -115,19 +80,14 @@ def record(root: Path, host: str) -> dict[str, Any]:
     return data
 
 
-def messages(result: dict[str, Any]) -> list[str]:
-    return [str(outcome.get("msg")) for play in result["plays"] for task in play["tasks"]
-            for outcome in task["hosts"].values() if outcome.get("failed")]
-
-
 def test_a_host_lost_at_a_step_rolls_back_the_others_and_rejoins_later(
         fleet: tuple[Path, dict[str, Router]]) -> None:
     root, routers = fleet
     code, result = run(root, inventory(root, routers, lost="serving-2"), "main")
     # The rollout's rollback failure (2: the lost host failed a task here; 4 where it is unreachable).
-    assert code == 2, messages(result)
-    failure = [m for m in messages(result) if "was rolled back" in m]
-    assert failure and "reconciles them: serving-2" in failure[0], messages(result)
+    assert code == 2, failure_messages(result)
+    failure = [m for m in failure_messages(result) if "was rolled back" in m]
+    assert failure and "reconciles them: serving-2" in failure[0], failure_messages(result)
     state = json.loads((root / "controller" / "credit-risk.json").read_text())
     assert state["phase"] == "rolled_back" and "serving host serving-2 lost mid-rollout" in state["last_reason"]
     assert state["history"] == []  # rolled back without an analysis (nothing listens at the Prometheus URL)
@@ -143,7 +103,7 @@ def test_a_host_lost_at_a_step_rolls_back_the_others_and_rejoins_later(
     routers["serving-2"].cli("set server credit-risk/green weight 10")
     routers["serving-2"].cli("set server credit-risk/blue weight 90")
     code, result = run(root, inventory(root, routers, lost=None), "reconcile")
-    assert code == 0, messages(result)
+    assert code == 0, failure_messages(result)
     assert weights(routers["serving-2"]) == {"blue": 100, "green": 0}
     assert record(root, "serving-2")["canary"] is None and record(root, "serving-2")["stable"]["version"] == "2"
     assert result["stats"]["serving-1"]["changed"] == 0

@@ -11,20 +11,16 @@ stop of the canary is attempted (its failure ignored by the role). No monitoring
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ansible_env, free_port, need
-from test_router_haproxy import SLOT_SERVER, Router, Slot
+from local_fleet import HOSTS, host_vars, outcomes, router_fleet, run_playbook, weights, write_inventory
+from test_router_haproxy import Router
 
 pytestmark = pytest.mark.integration
 
-HOSTS = ("serving-1", "serving-2")
 PLAYBOOK = """\
 - name: Bring hosts lost mid-rollout in line with the fleet
   hosts: serving
@@ -49,38 +45,10 @@ def rollout_state(phase: str, updated_at: float) -> str:
 
 @pytest.fixture
 def fleet() -> Iterator[tuple[Path, dict[str, Router]]]:
-    need("haproxy", "haproxy")
-    need("socat", "socat")
-    root = Path(tempfile.mkdtemp(prefix="mf-reconcile-"))  # unix socket paths: at most 108 bytes
-    (root / "slot.py").write_text(SLOT_SERVER)
-    ports = {"blue": free_port(), "green": free_port()}
-    slots = [Slot(root / "slot.py", f"credit-risk-{slot}", port) for slot, port in ports.items()]
-    routers: dict[str, Router] = {}
-    try:
-        hostvars: dict[str, Any] = {}
-        for host in HOSTS:
-            (root / host / "releases").mkdir(parents=True)
-            routers[host] = Router(root / host, [{"name": "credit-risk", "blue_port": ports["blue"],
-                                                  "green_port": ports["green"]}]).start()
-            hostvars[host] = {"ansible_connection": "local",
-                              "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                              "model_server_data_dir": str(root / host), "model_server_group": "root",
-                              "model_server_prometheus_hosts": [],
-                              "rollout_fleet_state_dir": str(root / host / "releases"),
-                              "rollout_router_socket": routers[host].socket,
-                              "router_state_file": routers[host].state_file}
-        for router in routers.values():
-            router.wait_up("credit-risk", "blue", "green")
-        inventory = {"all": {"children": {"serving": {"hosts": hostvars}}}}
-        (root / "hosts.json").write_text(json.dumps(inventory))
+    with router_fleet("mf-reconcile-") as (root, routers):
+        write_inventory(root / "hosts.json", {host: host_vars(root, host, routers[host]) for host in HOSTS})
         (root / "reconcile.yml").write_text(PLAYBOOK)
         yield root, routers
-    finally:
-        for router in routers.values():
-            router.stop()
-        for slot in slots:
-            slot.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def release_file(root: Path, host: str) -> Path:
@@ -94,24 +62,7 @@ def write_release(root: Path, host: str, canary: bool) -> None:
 
 
 def run(root: Path) -> tuple[int, dict[str, Any]]:
-    env = ansible_env()
-    command = [shutil.which("ansible-playbook", path=env["PATH"]) or "ansible-playbook", "-i",
-               str(root / "hosts.json"), str(root / "reconcile.yml")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=root)
-    return done.returncode, json.loads(done.stdout)
-
-
-def weights(router: Router) -> dict[str, int]:
-    return {name: state[0] for name, state in router.servers("credit-risk").items()}
-
-
-def facts(result: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for play in result["plays"]:
-        for ran in play["tasks"]:
-            if ran["task"]["name"].split(" : ", 1)[-1] == task:
-                found.update(ran["hosts"])
-    return found
+    return run_playbook(root / "reconcile.yml", root / "hosts.json")
 
 
 def test_a_host_back_from_a_rolled_back_rollout_is_brought_in_line(fleet: tuple[Path, dict[str, Router]]) -> None:
@@ -126,14 +77,14 @@ def test_a_host_back_from_a_rolled_back_rollout_is_brought_in_line(fleet: tuple[
 
     code, result = run(root)
     assert code == 0, json.dumps(result["stats"])
-    decided = facts(result, "Decide whether this host is in line with the fleet")
+    decided = outcomes(result, "Decide whether this host is in line with the fleet")
     assert decided["serving-1"]["ansible_facts"]["rollout_reconcile"]["action"] == "abort"
     assert decided["serving-2"]["ansible_facts"]["rollout_reconcile"]["action"] == "none"
     assert weights(routers["serving-1"]) == {"blue": 100, "green": 0}
     record = json.loads(release_file(root, "serving-1").read_text())
     assert record["canary"] is None and record["stable"]["version"] == "9"
     # The stop of the canary (model_server abort) ran on serving-1 only.
-    stopped = facts(result, "Stop the canary")
+    stopped = outcomes(result, "Stop the canary")
     assert set(stopped) == {"serving-1"} and not stopped["serving-1"].get("skipped")
     # serving-2 was in line: untouched.
     assert weights(routers["serving-2"]) == before_2
