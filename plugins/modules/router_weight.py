@@ -21,7 +21,7 @@ description:
     one task (O(weights)); weights that go up are set before weights that go down, so the backend never has a
     moment with every server at weight 0.
   - The modelfleet router serves each model over gRPC too, from a backend C(<model>_grpc) whose servers track
-    the model backend's servers (health, drain and maintenance follow them) but keep their own weights:
+    the model backend's servers (health, drain and maintenance follow them) but keep their own weights;
     HAProxy's C(track) never copies weights. With O(grpc=true) (the default), the weights set on O(backend) are
     also set on C(<backend>_grpc) when the router has that backend, so both protocols split alike.
   - With O(wait_ready=true) it first waits until the servers that are to receive traffic pass their health checks.

@@ -201,7 +201,7 @@ def test_grpc_routes_by_model_name(
     stack: Callable[..., Any], credit_risk_artifact: Path, mlp_artifact: Path, credit_rows: np.ndarray
 ) -> None:
     """Two models behind one gRPC port, server-level calls, unknown model → NOT_FOUND, a 600 kB request."""
-    router, servers = stack({("credit-risk", "blue"): credit_risk_artifact, ("mlp", "blue"): mlp_artifact})
+    router, _ = stack({("credit-risk", "blue"): credit_risk_artifact, ("mlp", "blue"): mlp_artifact})
     client = triton.InferenceServerClient(f"{HOST}:{router.grpc_port}")
     try:
         assert client.is_server_live() and client.is_server_ready()
