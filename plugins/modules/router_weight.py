@@ -20,6 +20,10 @@ description:
   - Idempotent, it reads the current state first and sends only the commands needed. Several servers change in
     one task (O(weights)); weights that go up are set before weights that go down, so the backend never has a
     moment with every server at weight 0.
+  - The modelfleet router serves each model over gRPC too, from a backend C(<model>_grpc) whose servers track
+    the model backend's servers (health, drain and maintenance follow them) but keep their own weights;
+    HAProxy's C(track) never copies weights. With O(grpc=true) (the default), the weights set on O(backend) are
+    also set on C(<backend>_grpc) when the router has that backend, so both protocols split alike.
   - With O(wait_ready=true) it first waits until the servers that are to receive traffic pass their health checks.
   - After a change it writes HAProxy's server state file (O(state_file)), the file HAProxy loads when it starts,
     so that the new weights also survive a crash and restart, not only a reload.
@@ -61,6 +65,13 @@ options:
         gets nothing and is not checked.
     type: str
     choices: [ready, drain, maint]
+  grpc:
+    description:
+      - Also set the weights on the backend C(<backend>_grpc) (the model's gRPC backend in the modelfleet router),
+        when HAProxy has that backend; a router without gRPC is left as it is.
+      - Only weights are copied; admin states (O(state)) reach the gRPC servers through HAProxy's C(track).
+    type: bool
+    default: true
   wait_ready:
     description:
       - Before changing weights, wait until the servers addressed pass their health checks (HAProxy reports them
@@ -205,7 +216,17 @@ commands:
   returned: always
   type: list
   elements: str
-  sample: ["set server credit-risk/green weight 10", "set server credit-risk/blue weight 90"]
+  sample: ["set server credit-risk/green weight 10", "set server credit-risk/blue weight 90",
+           "set server credit-risk_grpc/green weight 10", "set server credit-risk_grpc/blue weight 90"]
+grpc_backend:
+  description: The gRPC backend whose weights followed O(backend)'s, or null when there is none (or O(grpc=false)).
+  returned: always
+  type: str
+  sample: credit-risk_grpc
+grpc_after:
+  description: Every server of the gRPC backend after the task (in check mode, predicted), like RV(after).
+  returned: when RV(grpc_backend) is not null
+  type: dict
 ready:
   description: Whether each server addressed passes its health checks (after waiting, with O(wait_ready=true)).
   returned: always
@@ -241,12 +262,16 @@ ARGUMENT_SPEC = dict(
     weight=dict(type="int"),
     weights=dict(type="dict"),
     state=dict(type="str", choices=["ready", "drain", "maint"]),
+    grpc=dict(type="bool", default=True),
     wait_ready=dict(type="bool", default=False),
     wait_timeout=dict(type="int", default=60),
     timeout=dict(type="float", default=10),
     save_state=dict(type="bool", default=True),
     state_file=dict(type="path", default="/var/lib/haproxy/server-state"),
 )
+
+# The modelfleet router's gRPC backend of a model is named like the model with this suffix.
+GRPC_SUFFIX = "_grpc"
 
 # Order of admin states by how much traffic they admit: raising comes first, lowering last.
 _OPENNESS = {"maint": 0, "drain": 1, "ready": 2}
@@ -306,6 +331,17 @@ def plan(
     return opening, raising + lowering + closing
 
 
+def grpc_companion(api: RuntimeApi, backend: str) -> tuple[str, dict[str, ServerInfo]] | None:
+    """The model's gRPC backend (``<backend>_grpc``) and its servers, or None when HAProxy has no such backend."""
+    name = backend + GRPC_SUFFIX
+    try:
+        return name, api.servers(name)
+    except RuntimeApiError as exc:
+        if str(exc).startswith("unknown backend"):
+            return None
+        raise
+
+
 def predict(current: dict[str, ServerInfo], weights: dict[str, int], states: dict[str, str]) -> dict[str, t.Any]:
     predicted = {}
     for name, info in current.items():
@@ -339,8 +375,10 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
 
     api = RuntimeApi(params["socket"], timeout=params["timeout"])
     result: dict[str, t.Any] = dict(changed=False, backend=backend, commands=[], waited=0.0)
+    result["grpc_backend"] = None
     try:
         current = api.servers(backend)
+        companion = grpc_companion(api, backend) if params["grpc"] and weights else None
     except RuntimeApiError as exc:
         module.fail_json(msg=str(exc), **result)
     unknown = [name for name in servers if name not in current]
@@ -351,9 +389,24 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
             **result,
         )
 
+    grpc_commands: list[str] = []
+    if companion is not None:
+        grpc_backend, grpc_current = companion
+        missing = [name for name in weights if name not in grpc_current]
+        if missing:
+            module.fail_json(
+                msg="gRPC backend %s has no server %s (it has: %s); its weights would not follow %s's"
+                % (grpc_backend, ", ".join(repr(name) for name in missing), ", ".join(grpc_current) or "no servers",
+                   backend),
+                **result,
+            )
+        result["grpc_backend"] = grpc_backend
+        grpc_commands = plan(grpc_backend, grpc_current, weights, {})[1]
+
     before = {name: info.as_dict() for name, info in current.items()}
     result["before"] = before
     opening, rest = plan(backend, current, weights, states)
+    rest = rest + grpc_commands
     commands = opening + rest
     result["commands"] = commands
     result["changed"] = bool(commands)
@@ -363,6 +416,8 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
 
     if module.check_mode:
         result["after"] = predict(current, weights, states)
+        if companion is not None:
+            result["grpc_after"] = predict(companion[1], weights, {})
         result["ready"] = {name: current[name].up for name in servers}
     else:
         sent: list[str] = []
@@ -377,6 +432,11 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
                 api.change(command)
                 sent.append(command)
             final = api.servers(backend) if commands else current
+            if companion is not None:
+                result["grpc_after"] = {
+                    name: info.as_dict()
+                    for name, info in (api.servers(companion[0]) if grpc_commands else companion[1]).items()
+                }
         except RuntimeApiError as exc:
             result.update(commands=sent, changed=bool(sent))
             module.fail_json(msg=str(exc), **result)
@@ -395,9 +455,14 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
 
     if module._diff:
         header = "haproxy %s:%s" % (params["socket"], backend)
+        before_text, after_text = diff_text(backend, before), diff_text(backend, result["after"])
+        if companion is not None:
+            grpc_backend, grpc_current = companion
+            before_text += diff_text(grpc_backend, {name: info.as_dict() for name, info in grpc_current.items()})
+            after_text += diff_text(grpc_backend, result["grpc_after"])
         result["diff"] = dict(
-            before=diff_text(backend, before),
-            after=diff_text(backend, result["after"]),
+            before=before_text,
+            after=after_text,
             before_header=header,
             after_header=header,
         )

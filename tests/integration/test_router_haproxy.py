@@ -125,26 +125,28 @@ class Router:
         self.workdir = workdir
         self.port = free_port()
         self.metrics_port = free_port()
+        self.grpc_port = free_port()
         self.socket = str(workdir / "admin.sock")
         self.state_file = str(workdir / "server-state")
         self.config = workdir / "haproxy.cfg"
         self.log = workdir / "haproxy.log"
         self.save_state = workdir / "save-state"
         self.process: subprocess.Popen[bytes] | None = None
-        self.variables = dict(
-            render_defaults(),
-            router_models=models,
-            router_port=self.port,
-            router_bind_address=HOST,
-            router_metrics_port=self.metrics_port,
-            router_metrics_bind_address=HOST,
-            router_stats_socket=self.socket,
-            router_state_file=self.state_file,
-            router_chroot="",
-            router_haproxy_user="",
-            router_haproxy_group="",
+        self.variables: dict[str, Any] = {
+            **render_defaults(),
+            "router_models": models,
+            "router_port": self.port,
+            "router_grpc_port": self.grpc_port,
+            "router_bind_address": HOST,
+            "router_metrics_port": self.metrics_port,
+            "router_metrics_bind_address": HOST,
+            "router_stats_socket": self.socket,
+            "router_state_file": self.state_file,
+            "router_chroot": "",
+            "router_haproxy_user": "",
+            "router_haproxy_group": "",
             **overrides,
-        )
+        }
         self.render()
 
     def render(self, **changes: Any) -> None:
@@ -469,15 +471,22 @@ def test_weights_move_traffic(fleet: Callable[..., Any], ansible: Callable[..., 
 
     args = weights_args(router, "credit-risk", weights={"blue": 10, "green": 90})
     planned = ansible(args, "--check", "--diff")
+    # The model's gRPC backend follows (tests/integration/test_router_grpc.py sends gRPC through it).
     assert planned["changed"] and planned["commands"] == [
         "set server credit-risk/green weight 90",
         "set server credit-risk/blue weight 10",
+        "set server credit-risk_grpc/green weight 90",
+        "set server credit-risk_grpc/blue weight 10",
     ]
     assert router.servers("credit-risk") == {"blue": (100, 0, 2), "green": (0, 0, 2)}
 
     done = ansible(args, "--diff")
     assert done["changed"] and done["after"]["green"]["weight"] == 90 and done["after"]["green"]["up"]
-    assert done["diff"]["after"] == "credit-risk/blue: weight 10, ready\ncredit-risk/green: weight 90, ready\n"
+    assert done["diff"]["after"] == (
+        "credit-risk/blue: weight 10, ready\ncredit-risk/green: weight 90, ready\n"
+        "credit-risk_grpc/blue: weight 10, ready\ncredit-risk_grpc/green: weight 90, ready\n"
+    )
+    assert router.servers("credit-risk_grpc") == {"blue": (10, 0, 2), "green": (90, 0, 2)}
     split = router.split("credit-risk", 1000)
     share = split["green"] / 1000
     print(f"\nweights blue 10 / green 90: measured {dict(split)} of 1000 requests (green {share:.1%})")

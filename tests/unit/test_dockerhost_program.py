@@ -125,6 +125,7 @@ def test_router_configuration_is_valid_for_haproxy(tmp_path: Path, weight: int) 
     result = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"server green 127.0.0.1:8102 weight {weight}" in path.read_text()
+    assert "modelfleet_grpc" not in path.read_text()  # its servers publish no gRPC port
 
 
 def test_pulumi_yaml_declares_exactly_the_settings_with_the_same_defaults() -> None:

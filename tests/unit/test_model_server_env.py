@@ -24,13 +24,41 @@ TEMPLATE = REPO / "roles" / "model_server" / "templates" / "instance.env.j2"
 EXAMPLES = sorted(REPO.glob("examples/*/model.yml"))
 
 
-def render(serving: dict[str, Any]) -> str:
+DEFAULTS = yaml.safe_load((REPO / "roles" / "model_server" / "defaults" / "main.yml").read_text())
+
+
+def render(serving: dict[str, Any], **changes: Any) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return env.from_string(TEMPLATE.read_text()).render(
+    variables = dict(
         ansible_managed="Ansible managed", model_server_instance="m-1", model_server_name="m", model_server_version="1",
         model_server_slot="blue", model_server_version_dir="/var/lib/modelfleet/models/m/1",
         model_server_listen_address="0.0.0.0", model_server_ports={"blue": 8101, "green": 8102},
-        model_server_data_dir="/var/lib/modelfleet", model_server_serving=serving, model_server_extra_args=[])
+        model_server_data_dir="/var/lib/modelfleet", model_server_serving=serving, model_server_extra_args=[],
+        model_server_grpc=DEFAULTS["model_server_grpc"],
+        model_server_grpc_port_offset=DEFAULTS["model_server_grpc_port_offset"],
+    )
+    return env.from_string(TEMPLATE.read_text()).render(**(variables | changes))
+
+
+def env_value(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(name + "=")).removeprefix(name + "=")
+
+
+def test_each_slot_serves_grpc_on_its_port_plus_the_offset() -> None:
+    """The unit passes $MODELFLEET_GRPC_ARGS to `modelfleet serve`; the router expects the port + offset."""
+    for slot, port in (("blue", 8201), ("green", 8202)):
+        text = render({}, model_server_slot=slot)
+        assert env_value(text, "MODELFLEET_PORT") == str(port - 100)
+        assert env_value(text, "MODELFLEET_GRPC_PORT") == str(port)
+        parsed = build_parser().parse_args(["serve", "/a", *shlex.split(env_value(text, "MODELFLEET_GRPC_ARGS"))])
+        assert parsed.grpc_port == port
+    text = render({}, model_server_grpc_port_offset=1000)
+    assert env_value(text, "MODELFLEET_GRPC_PORT") == "9101"
+    text = render({}, model_server_grpc=False)
+    assert env_value(text, "MODELFLEET_GRPC_ARGS") == "" and "MODELFLEET_GRPC_PORT" not in text
+    assert build_parser().parse_args(["serve", "/a"]).grpc_port is None  # HTTP only
+    unit = (TEMPLATE.parent / "modelfleet-serve@.service.j2").read_text()
+    assert "--port ${MODELFLEET_PORT} $MODELFLEET_GRPC_ARGS" in unit  # unbraced: split into words, none if empty
 
 
 def arguments(text: str) -> list[str]:

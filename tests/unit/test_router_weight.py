@@ -464,3 +464,39 @@ def test_documentation_matches_the_argument_spec() -> None:
     yaml.safe_load(router_weight.EXAMPLES)
     yaml.safe_load(router_weight.RETURN)
     assert os.access(REPO / "plugins" / "modules" / "router_weight.py", os.R_OK)
+
+
+def test_grpc_backend_follows_the_weights(run: Any, haproxy: FakeHAProxy, tmp_path: Path) -> None:
+    """The router's `<model>_grpc` backend (servers tracking the model's) gets the same weights; states reach it
+    through HAProxy's track, so the module sends it none; grpc=false leaves it alone."""
+    haproxy.backends["credit-risk_grpc"] = {"blue": FakeServer(100, 100), "green": FakeServer(0, 0)}
+    planned = run(backend="credit-risk", weights={"blue": 70, "green": 30}, _ansible_check_mode=True,
+                  _ansible_diff=True)
+    assert planned["changed"] and haproxy.changes == [] and planned["grpc_backend"] == "credit-risk_grpc"
+    assert planned["grpc_after"]["green"]["weight"] == 30
+    assert planned["diff"]["after"].endswith("credit-risk_grpc/blue: weight 70, ready\n"
+                                             "credit-risk_grpc/green: weight 30, ready\n")
+    done = run(backend="credit-risk", weights={"blue": 70, "green": 30})
+    assert done["commands"] == [
+        "set server credit-risk/green weight 30", "set server credit-risk/blue weight 70",
+        "set server credit-risk_grpc/green weight 30", "set server credit-risk_grpc/blue weight 70",
+    ]
+    assert haproxy.changes == done["commands"]
+    assert {name: entry["weight"] for name, entry in done["grpc_after"].items()} == {"blue": 70, "green": 30}
+    assert " credit-risk_grpc 2 green 127.0.0.1 2 0 30 0 " in (tmp_path / "server-state").read_text()
+
+    # Out of line (someone used socat on one backend only): the next run brings the gRPC backend back in line.
+    haproxy.backends["credit-risk_grpc"]["green"].weight = 99
+    haproxy.received.clear()
+    again = run(backend="credit-risk", weights={"blue": 70, "green": 30})
+    assert again["changed"] and haproxy.changes == ["set server credit-risk_grpc/green weight 30"]
+
+    haproxy.received.clear()
+    assert run(backend="credit-risk", server="green", state="drain")["commands"] == [
+        "set server credit-risk/green state drain"]
+    assert not run(backend="credit-risk", weights={"blue": 0, "green": 100}, grpc=False)["grpc_backend"]
+    assert haproxy.backends["credit-risk_grpc"]["green"].weight == 30
+
+    haproxy.backends["credit-risk_grpc"] = {"a": FakeServer(1, 1)}
+    failed = run(backend="credit-risk", weights={"blue": 50, "green": 50})
+    assert failed["failed"] and failed["msg"].startswith("gRPC backend credit-risk_grpc has no server 'blue', 'green'")
