@@ -36,6 +36,8 @@ PLAYBOOK = """\
   module_defaults:
     modelfleet.serving.router_weight:
       state_file: "{{ router_state_file }}"
+    modelfleet.serving.rollout_publish:
+      server_state_file: "{{ router_state_file }}"
   tasks:
     - name: Run the rollout role
       ansible.builtin.include_role:

@@ -28,6 +28,8 @@ PLAYBOOK = """\
   module_defaults:
     modelfleet.serving.router_weight:
       state_file: "{{ router_state_file }}"
+    modelfleet.serving.rollout_publish:
+      server_state_file: "{{ router_state_file }}"
   tasks:
     - name: Reconcile credit-risk
       ansible.builtin.include_role:
