@@ -69,14 +69,18 @@ def current(path: str) -> tuple[bytes | None, os.stat_result | None]:
 def publish(path: str, content: str, mode: int, uid: int, gid: int, check: bool) -> dict[str, t.Any]:
     """Make ``path`` hold ``content`` with ``mode`` and owner ``uid``:``gid`` (-1: left as is).
 
-    Returns ``{path, changed, content_changed, before}`` (``before``: the old text, for diffs). In check mode
-    nothing is written. Raises PublishError naming the path for a missing directory or a refused write.
+    Returns ``{path, changed, content_changed, before}`` (``before``: the old text, for diffs). Missing
+    directories are created. In check mode nothing is written. Raises PublishError naming the path.
     """
     if not os.path.isabs(path):
         raise PublishError("path must be absolute, not %r" % (path,))
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
-        raise PublishError("cannot write %s: the directory %s does not exist" % (path, directory))
+        # As ansible.builtin.copy does: the missing directories are created (in check mode: would be).
+        if os.path.lexists(directory):
+            raise PublishError("cannot write %s: %s is not a directory" % (path, directory))
+        if not check:
+            make_directories(directory, uid, gid)
     data = content.encode("utf-8")
     old, status = current(path)
     content_changed = old != data
@@ -98,6 +102,20 @@ def publish(path: str, content: str, mode: int, uid: int, gid: int, check: bool)
     except OSError as exc:
         raise PublishError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
     return result
+
+
+def make_directories(directory: str, uid: int, gid: int) -> None:
+    """Create ``directory`` and its missing parents (mode 0755 less the umask, owner ``uid``:``gid``)."""
+    missing = []
+    while directory and not os.path.lexists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    try:
+        for created in reversed(missing):
+            os.mkdir(created, 0o755)
+            os.chown(created, uid, gid)
+    except OSError as exc:
+        raise PublishError("cannot create the directory %s: %s" % (created, exc.strerror or exc)) from None
 
 
 def _replace(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:

@@ -77,6 +77,14 @@ def test_only_the_mode_changes_when_the_content_is_there(run: Any, tmp_path: Pat
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.stat().st_ino == inode
 
 
+def test_missing_directories_are_created_as_copy_does(run: Any, tmp_path: Path) -> None:
+    path = tmp_path / "node-exporter" / "textfile" / "x.prom"
+    assert run(files=[{"path": str(path), "content": "1\n"}], _ansible_check_mode=True)["changed"]
+    assert not (tmp_path / "node-exporter").exists(), "check mode creates nothing"
+    assert run(files=[{"path": str(path), "content": "1\n"}])["changed"]
+    assert path.read_text() == "1\n" and stat.S_IMODE(path.parent.stat().st_mode) & 0o700 == 0o700
+
+
 def test_check_mode_writes_nothing(run: Any, tmp_path: Path) -> None:
     result = run(files=files(tmp_path), _ansible_check_mode=True, _ansible_diff=True)
     assert result["changed"] and list(tmp_path.iterdir()) == []
@@ -87,8 +95,8 @@ def test_check_mode_writes_nothing(run: Any, tmp_path: Path) -> None:
     ("args", "message"),
     [
         ({"files": [{"path": "relative.json", "content": "x"}]}, "path must be absolute, not 'relative.json'"),
-        ({"files": [{"path": "/nonexistent-dir/x.json", "content": "x"}]},
-         "cannot write /nonexistent-dir/x.json: the directory /nonexistent-dir does not exist"),
+        ({"files": [{"path": "/etc/hostname/x.json", "content": "x"}]},
+         "cannot write /etc/hostname/x.json: /etc/hostname is not a directory"),
         ({"mode": "rw-r--r--"}, "mode must be an octal mode of 3 or 4 digits such as 0644, not 'rw-r--r--'"),
         ({"owner": "no-such-user-here"}, "owner 'no-such-user-here' is not a user on this host"),
         ({"group": "no-such-group-here"}, "group 'no-such-group-here' is not a group on this host"),
