@@ -245,17 +245,7 @@ state_file:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.modelfleet.serving.plugins.module_utils.router_weights import (  # noqa: F401 (the module's API)
-    ARGUMENT_SPEC,
-    GRPC_SUFFIX,
-    addressed_servers,
-    diff_text,
-    grpc_companion,
-    plan,
-    predict,
-    requested_weights,
-    run,
-)
+from ansible_collections.modelfleet.serving.plugins.module_utils.router_weights import ARGUMENT_SPEC, run
 
 
 def build_module() -> AnsibleModule:

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(collection_root()))
 
 from ansible.module_utils import basic  # noqa: E402
-from ansible_collections.modelfleet.serving.plugins.module_utils import haproxy_runtime  # noqa: E402
+from ansible_collections.modelfleet.serving.plugins.module_utils import haproxy_runtime, router_weights  # noqa: E402
 from ansible_collections.modelfleet.serving.plugins.modules import router_weight  # noqa: E402
 
 # `show stat` header of HAProxy 2.6.12 (Debian 12), verbatim.
@@ -253,11 +253,11 @@ def test_plan_raises_weights_before_lowering_them() -> None:
         "blue": haproxy_runtime.ServerInfo("blue", 100, 100, 0, 2),
         "green": haproxy_runtime.ServerInfo("green", 0, 0, 0x01, 0),
     }
-    opening, rest = router_weight.plan("m", current, {"blue": 0, "green": 100}, {"blue": "drain", "green": "drain"})
+    opening, rest = router_weights.plan("m", current, {"blue": 0, "green": 100}, {"blue": "drain", "green": "drain"})
     # green leaves maintenance first (it must be checked before it can be waited for), blue drains last.
     assert opening == ["set server m/green state drain"]
     assert rest == ["set server m/green weight 100", "set server m/blue weight 0", "set server m/blue state drain"]
-    assert router_weight.plan("m", current, {"blue": 100}, {}) == ([], [])
+    assert router_weights.plan("m", current, {"blue": 100}, {}) == ([], [])
 
 
 def test_connect_errors_name_the_cause() -> None:
