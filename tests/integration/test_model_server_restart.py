@@ -31,9 +31,9 @@ from test_router_haproxy import SLOT_SERVER, Router
 
 sys.path.insert(0, str(collection_root()))
 
-from ansible_collections.modelfleet.serving.plugins.module_utils import serve_restart  # noqa: E402
-from ansible_collections.modelfleet.serving.plugins.module_utils.haproxy_runtime import RuntimeApi  # noqa: E402
-from ansible_collections.modelfleet.serving.plugins.modules.model_server_restart import probe  # noqa: E402
+from ansible_collections.modelfleet.serving.plugins.module_utils import serve_restart
+from ansible_collections.modelfleet.serving.plugins.module_utils.haproxy_runtime import RuntimeApi
+from ansible_collections.modelfleet.serving.plugins.modules.model_server_restart import probe
 
 pytestmark = pytest.mark.integration
 
@@ -201,8 +201,12 @@ def host() -> Iterator[Host]:
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
-def restart_under_load(host: Host, restarter: serve_restart.Restarter, name: str) -> tuple[dict[str, Any], Clients,
-                                                                                            list[tuple[float, str, str]]]:
+Outcomes = list[tuple[float, str, str]]
+
+
+def restart_under_load(
+    host: Host, restarter: serve_restart.Restarter, name: str
+) -> tuple[dict[str, Any], Clients, Outcomes]:
     """Restart ``name`` while clients send requests; the outcome and the requests answered during the restart."""
     with Clients(host.router.port) as clients:
         wait_for(lambda: len(clients.between(0, time.monotonic())) >= 20, 20, what="client load under way")
@@ -214,7 +218,7 @@ def restart_under_load(host: Host, restarter: serve_restart.Restarter, name: str
             wait_for(lambda: len(clients.between(end, time.monotonic())) >= 20, 20, what="load after the restart")
     during = clients.between(start, end)
     print(f"{name}: {len(during)} requests answered during the restart, {len(clients.outcomes)} in all, "
-          f"{len(clients.failures())} failed")  # noqa: T201 (the counts, with pytest -s)
+          f"{len(clients.failures())} failed")
     return outcome, clients, during
 
 
@@ -285,7 +289,7 @@ def test_control_plain_restart_of_the_lone_server_fails_requests(host: Host) -> 
     host.router.start()
     host.router.wait_up(MODEL, "blue")
 
-    outcome, clients, during = restart_under_load(host, host.restarter(router=False), stable)
+    outcome, clients, _ = restart_under_load(host, host.restarter(router=False), stable)
 
     assert outcome["method"] == "undrained"
     assert len(clients.failures()) > 0
