@@ -30,6 +30,7 @@ import typing as t
 
 UNIT = "modelfleet-serve@%s.service"
 STANDIN_SUFFIX = "-surge"
+STANDIN_SPOOL = "surge-stand-ins"
 SLOTS = ("blue", "green")
 INSTANCE_RE = re.compile(r"^(?P<model>[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)-(?P<version>[1-9][0-9]{0,8})$")
 METHODS = ("drain", "surge", "deferred", "idle", "undrained")
@@ -275,6 +276,11 @@ class Restarter:
 
     def _start_standin(self, instance: Instance, slot: str, port: int) -> Instance:
         env = dict(instance.env, MODELFLEET_SLOT=slot, MODELFLEET_PORT=str(port))
+        # The stand-in samples nothing into the payload spool, and its writer keeps to a directory of its own: two
+        # writers of one version in <spool>/<model>/<version>/ would number their segments alike.
+        if env.get("MODELFLEET_SPOOL_DIR"):
+            env["MODELFLEET_SPOOL_DIR"] = os.path.join(env["MODELFLEET_SPOOL_DIR"], STANDIN_SPOOL)
+        env["MODELFLEET_ARGS"] = (env.get("MODELFLEET_ARGS", "") + " --spool-sample-rate 0").strip()
         path = os.path.join(os.path.dirname(instance.env_path), instance.standin + ".env")
         with open(instance.env_path) as handle:
             header = [line for line in handle.read().splitlines() if line.startswith("#")]

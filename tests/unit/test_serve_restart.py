@@ -106,7 +106,7 @@ def configure(config_dir: Path, version: str, slot: str) -> str:
     name = f"{MODEL}-{version}"
     (config_dir / "serve" / f"{name}.env").write_text(
         f"# {name}\nMODELFLEET_SLOT={slot}\nMODELFLEET_HOST=0.0.0.0\nMODELFLEET_PORT={PORTS[slot]}\n"
-        "MODELFLEET_ARTIFACT=/a\n"
+        "MODELFLEET_ARTIFACT=/a\nMODELFLEET_SPOOL_DIR=/spool\nMODELFLEET_ARGS=--max-batch 8\n"
     )
     return name
 
@@ -184,6 +184,8 @@ def test_stand_in_env_is_the_same_version_in_the_free_slot(tmp_path: Path) -> No
     restarter.restart(instance(tmp_path))
     assert seen["MODELFLEET_SLOT"] == "green" and seen["MODELFLEET_PORT"] == "8102"
     assert seen["MODELFLEET_ARTIFACT"] == "/a"
+    assert seen["MODELFLEET_SPOOL_DIR"] == "/spool/surge-stand-ins"
+    assert seen["MODELFLEET_ARGS"] == "--max-batch 8 --spool-sample-rate 0"
 
 
 def test_deferred_changes_nothing_and_warns(tmp_path: Path) -> None:
