@@ -135,7 +135,7 @@ deferred:
   type: list
   elements: str
   sample: [credit-risk-3]
-skipped:
+not_restarted:
   description: Instances left alone, with the reason (not running, or current with O(only_stale=true)).
   returned: always
   type: dict
@@ -238,7 +238,7 @@ def select(module: AnsibleModule, services: Systemctl) -> tuple[list[Instance], 
 
 def run(module: AnsibleModule, services: t.Any = None) -> dict[str, t.Any]:
     params = module.params
-    result: dict[str, t.Any] = dict(changed=False, plan=[], restarted=[], deferred=[], skipped={}, steps=[])
+    result: dict[str, t.Any] = dict(changed=False, plan=[], restarted=[], deferred=[], not_restarted={}, steps=[])
     for name in ("ready_timeout", "drain_timeout", "journal_lines"):
         if params[name] < 0:
             module.fail_json(msg="%s must be >= 0, not %d" % (name, params[name]), **result)
@@ -253,7 +253,7 @@ def run(module: AnsibleModule, services: t.Any = None) -> dict[str, t.Any]:
         journal_lines=params["journal_lines"],
     )
     try:
-        chosen, result["skipped"] = select(module, services)
+        chosen, result["not_restarted"] = select(module, services)
         for instance in chosen:
             method, reason = restarter.plan(instance)
             result["plan"].append(dict(instance=instance.name, slot=instance.slot, method=method, reason=reason))
