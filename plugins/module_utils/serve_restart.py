@@ -232,18 +232,15 @@ class Restarter:
     # --- the methods ---------------------------------------------------------------------------------------
 
     def _restart_in_place(self, instance: Instance) -> None:
-        self._systemctl("restart", instance.unit)
+        self._restart_unit(instance.unit, "")
         self._wait_ready(instance.unit, instance.host, instance.port, "")
 
     def _drained_restart(self, instance: Instance, extra: str = "") -> None:
         backend, slot = instance.model, instance.slot
         self._set_state(backend, slot, "drain")
         self._wait_idle(backend, slot)
-        self._systemctl("restart", instance.unit)
-        left = (
-            "slot %s is left drained (the router serves from slot %s)%s"
-            % (slot, instance.other_slot, extra)
-        )
+        left = "slot %s is left drained (the router serves from slot %s)%s" % (slot, instance.other_slot, extra)
+        self._restart_unit(instance.unit, left)
         self._wait_ready(instance.unit, instance.host, instance.port, left)
         self._wait_router(backend, slot, instance.unit, left)
         self._set_state(backend, slot, "ready")
@@ -255,9 +252,16 @@ class Restarter:
         port = servers[free].port
         if not port:
             raise RestartError("the router does not say the port of %s/%s: no stand-in started" % (backend, free))
-        standin = self._start_standin(instance, free, port)
+        # A free slot left drained or in maintenance is checked again before the stand-in is waited for (at its
+        # weight, 0 for a free slot, it gets nothing meanwhile).
         if free_admin != "ready":
             self._set_state(backend, free, "ready")
+        try:
+            standin = self._start_standin(instance, free, port)
+        except RestartError:
+            if free_admin != "ready":
+                self._set_state(backend, free, free_admin)
+            raise
         self._set_weight(backend, free, weight)
         keeps = " and the stand-in %s keeps serving in slot %s at weight %d: stop it with 'systemctl stop %s'" % (
             standin.unit,
@@ -319,6 +323,12 @@ class Restarter:
     def _systemctl(self, verb: str, unit: str) -> None:
         self.services.run(verb, unit)
         self.steps.append("systemctl %s %s" % (verb, unit))
+
+    def _restart_unit(self, unit: str, left: str) -> None:
+        try:
+            self._systemctl("restart", unit)
+        except RestartError as exc:
+            self._fail(unit, "could not be restarted (%s)" % exc, left)
 
     def _set_state(self, backend: str, slot: str, state: str) -> None:
         if self.api is not None:

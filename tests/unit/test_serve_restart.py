@@ -73,6 +73,7 @@ class FakeSystemd:
         self.config_dir = config_dir
         self.running: dict[str, float] = {}
         self.broken: set[str] = set()
+        self.refused: set[str] = set()
         self.calls: list[str] = []
 
     def _slot(self, unit: str) -> str:
@@ -81,6 +82,8 @@ class FakeSystemd:
 
     def run(self, verb: str, unit: str) -> None:
         self.calls.append(f"{verb} {unit}")
+        if unit in self.refused:
+            raise serve_restart.RestartError(f"systemctl {verb} {unit} failed (rc 1): Unit not found")
         if self.runtime is not None and verb in ("stop", "restart"):
             assert self.runtime.serving(), f"the router had no serving slot during {verb} {unit}"
         if verb == "stop":
@@ -281,3 +284,21 @@ def test_configured_lists_versions_not_stand_ins(tmp_path: Path) -> None:
     assert serve_restart.configured(str(tmp_path), MODEL) == ["credit-risk-2", "credit-risk-3"]
     assert serve_restart.configured(str(tmp_path / "none")) == []
 
+
+
+def test_surge_into_a_free_slot_in_maintenance_checks_it_again_and_restores_it(tmp_path: Path) -> None:
+    runtime, _, restarter = setup(tmp_path, {"blue": 100, "green": 0}, {"blue": True, "green": False})
+    runtime.admin["green"] = "maint"
+    outcome = restarter.restart(instance(tmp_path))
+    assert outcome["method"] == "surge"
+    assert runtime.commands[0] == "state green ready" and runtime.commands[-1] == "state green maint"
+    assert runtime.admin == {"blue": "ready", "green": "maint"} and runtime.weights == {"blue": 100, "green": 0}
+
+
+def test_systemctl_restart_refused_leaves_the_slot_drained_with_the_journal(tmp_path: Path) -> None:
+    runtime, systemd, restarter = setup(tmp_path, {"blue": 50, "green": 50}, {"blue": True, "green": True},
+                                        {"blue": "2", "green": "3"})
+    systemd.refused.add(serve_restart.UNIT % "credit-risk-3")
+    with pytest.raises(serve_restart.RestartError, match=r"could not be restarted .*Unit not found.*left drained"):
+        restarter.restart(instance(tmp_path, "3"))
+    assert runtime.serving() == ["blue"]
