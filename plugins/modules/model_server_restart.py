@@ -20,7 +20,7 @@ description:
     restart, wait for readiness and for HAProxy to see it up, set it ready again).
     V(surge) when this slot is the only one serving (a stand-in of the same version starts in the free slot and
     takes the weight meanwhile, then stops).
-    V(deferred) when the other slot is up at weight 0, a canary waiting in a rollout (not restarted: its traffic
+    V(deferred) when the other slot is up at weight 0, a canary waiting in a rollout (not restarted, since its traffic
     would go to an untested version).
     V(idle) when this slot serves nothing now (restarted directly).
     V(undrained) when O(router_socket) is empty, a host without router (restarted directly).
