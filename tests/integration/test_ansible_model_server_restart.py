@@ -243,3 +243,61 @@ def test_playbook_fails_clearly_on_an_unknown_instance_and_a_missing_router(host
     assert code == 2
     assert "does not exist" in outcome(result)["msg"], outcome(result)["msg"]
     assert host.calls() == ["start modelfleet-serve@credit-risk-3.service"]
+
+
+ROLE_PLAYBOOK = """\
+- name: The model_server role's catch-up task and its handler
+  hosts: serving
+  gather_facts: false
+  tasks:
+    - name: Find stale versions (the role's task file, as main.yml includes it)
+      ansible.builtin.include_role:
+        name: modelfleet.serving.model_server
+        tasks_from: restart_stale
+      vars:
+        model_server_name: credit-risk
+        model_server_config_dir: "{{ config_dir }}"
+        model_server_router_socket: "{{ router_socket }}"
+        model_server_ready_timeout: 60
+"""
+
+
+def role_tasks(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Outcome of each task by name (without the "role : " prefix the json callback gives role tasks)."""
+    tasks = result["plays"][0]["tasks"]
+    return {task["task"]["name"].split(" : ", 1)[-1]: task["hosts"]["serving-1"] for task in tasks}
+
+
+def test_role_catches_up_a_stale_version_through_its_handler(host: Host) -> None:
+    (host.root / "play.yml").write_text(ROLE_PLAYBOOK)
+    stable = host.configure("3", "blue", "--max-batch 32")
+    host.systemctl("start", f"modelfleet-serve@{stable}.service")
+    host.router.start()
+    host.router.wait_up(MODEL, "blue")
+    handler = "Restart the changed versions of the model"
+    find = "Find running versions started before their configuration changed"
+
+    code, result = host.playbook()
+    assert code == 0 and role_tasks(result)[find]["changed"] is False and handler not in role_tasks(result)
+
+    # The environment changed after the process started (a handler lost with a failed run).
+    host.configure("3", "blue", "--max-batch 64")
+    os.utime(host.config / "serve" / f"{stable}.env", (time.time() + 1, time.time() + 1))
+
+    code, result = host.playbook("--check")
+    assert code == 0
+    tasks = role_tasks(result)
+    assert tasks[find]["changed"] is True
+    assert [(p["instance"], p["method"]) for p in tasks[handler]["plan"]] == [(stable, "surge")]
+    assert tasks[handler]["restarted"] == [] and host.calls() == ["start modelfleet-serve@credit-risk-3.service"]
+
+    with Clients(host.router.port) as clients:
+        wait_for(lambda: len(clients.outcomes) >= 20, 20, what="client load under way")
+        code, result = host.playbook()
+    assert code == 0
+    assert [(r["instance"], r["method"]) for r in role_tasks(result)[handler]["restarted"]] == [(stable, "surge")]
+    print(f"role handler run: {len(clients.outcomes)} requests, {len(clients.failures())} failed")
+    assert clients.failures() == [] and len(clients.outcomes) > 0
+
+    code, result = host.playbook()
+    assert code == 0 and role_tasks(result)[find]["changed"] is False and handler not in role_tasks(result)
