@@ -140,6 +140,10 @@ not_restarted:
   returned: always
   type: dict
   sample: {credit-risk-2: not running}
+daemon_reload:
+  description: Whether systemd had to reload its units first (a unit file changed since it was loaded).
+  returned: always
+  type: bool
 steps:
   description: Every systemctl call and runtime API change made, in order.
   returned: always
@@ -182,6 +186,7 @@ class Systemctl:
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.systemctl = module.get_bin_path("systemctl", required=True)
+        self.reload_needed = False  # a unit read had NeedDaemonReload=yes (its file changed since systemd loaded it)
 
     def run(self, verb: str, unit: str) -> None:
         rc, out, err = self.module.run_command([self.systemctl, verb, unit])
@@ -190,11 +195,12 @@ class Systemctl:
 
     def started_at(self, unit: str) -> t.Optional[float]:
         rc, out, err = self.module.run_command(
-            [self.systemctl, "show", "--property=ActiveState,ExecMainStartTimestampMonotonic", unit]
+            [self.systemctl, "show", "--property=ActiveState,ExecMainStartTimestampMonotonic,NeedDaemonReload", unit]
         )
         if rc != 0:
             raise RestartError("systemctl show %s failed (rc %d): %s" % (unit, rc, (err or out).strip()))
         values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        self.reload_needed = self.reload_needed or values.get("NeedDaemonReload") == "yes"
         monotonic_us = int(values.get("ExecMainStartTimestampMonotonic") or 0)
         if values.get("ActiveState") not in ("active", "activating", "reloading") or not monotonic_us:
             return None
@@ -238,7 +244,9 @@ def select(module: AnsibleModule, services: Systemctl) -> tuple[list[Instance], 
 
 def run(module: AnsibleModule, services: t.Any = None) -> dict[str, t.Any]:
     params = module.params
-    result: dict[str, t.Any] = dict(changed=False, plan=[], restarted=[], deferred=[], not_restarted={}, steps=[])
+    result: dict[str, t.Any] = dict(
+        changed=False, plan=[], restarted=[], deferred=[], not_restarted={}, steps=[], daemon_reload=False
+    )
     for name in ("ready_timeout", "drain_timeout", "journal_lines"):
         if params[name] < 0:
             module.fail_json(msg="%s must be >= 0, not %d" % (name, params[name]), **result)
@@ -257,10 +265,16 @@ def run(module: AnsibleModule, services: t.Any = None) -> dict[str, t.Any]:
         for instance in chosen:
             method, reason = restarter.plan(instance)
             result["plan"].append(dict(instance=instance.name, slot=instance.slot, method=method, reason=reason))
+        result["daemon_reload"] = bool(chosen) and bool(getattr(services, "reload_needed", False))
         if module.check_mode:
             result["changed"] = any(entry["method"] != "deferred" for entry in result["plan"])
             result["deferred"] = [entry["instance"] for entry in result["plan"] if entry["method"] == "deferred"]
             return result
+        if result["daemon_reload"]:
+            restarter.steps.append("systemctl daemon-reload")
+            rc, out, err = module.run_command([services.systemctl, "daemon-reload"])
+            if rc != 0:
+                raise RestartError("systemctl daemon-reload failed (rc %d): %s" % (rc, (err or out).strip()))
         for instance in chosen:
             outcome = restarter.restart(instance)
             if outcome["method"] == "deferred":

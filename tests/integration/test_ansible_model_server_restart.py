@@ -78,6 +78,9 @@ SYSTEMCTL = textwrap.dedent(
         started = open(os.path.join(STATE, name + ".started")).read() if active else "0"
         print("ActiveState=" + ("active" if active else "inactive"))
         print("ExecMainStartTimestampMonotonic=" + started)
+        print("NeedDaemonReload=" + ("yes" if os.path.exists(os.path.join(STATE, "unit-changed")) else "no"))
+    elif verb == "daemon-reload":
+        os.unlink(os.path.join(STATE, "unit-changed"))
     elif verb in ("stop", "restart"):
         stop(name)
     if verb in ("start", "restart"):
@@ -205,6 +208,7 @@ def test_playbook_restarts_a_changed_lone_stable_by_surge_under_load(host: Host)
     assert [(p["instance"], p["method"]) for p in outcome(result)["plan"]] == [(stable, "surge")]
     assert outcome(result)["changed"] is True and host.calls() == ["start modelfleet-serve@credit-risk-3.service"]
 
+    (host.state / "unit-changed").write_text("")  # systemd would say NeedDaemonReload=yes
     with Clients(host.router.port) as clients:
         wait_for(lambda: len(clients.outcomes) >= 20, 20, what="client load under way")
         start = time.monotonic()
@@ -219,7 +223,9 @@ def test_playbook_restarts_a_changed_lone_stable_by_surge_under_load(host: Host)
     assert [(r["instance"], r["method"]) for r in outcome(result)["restarted"]] == [(stable, "surge")]
     assert clients.failures() == []
     assert len(during) > 0 and "green" in {slot for _, _, slot in during}
-    assert host.calls()[1:] == ["start modelfleet-serve@credit-risk-3-surge.service",
+    assert outcome(result)["daemon_reload"] is True
+    assert host.calls()[1:] == ["daemon-reload daemon-reload",
+                                "start modelfleet-serve@credit-risk-3-surge.service",
                                 "restart modelfleet-serve@credit-risk-3.service",
                                 "stop modelfleet-serve@credit-risk-3-surge.service"]
     assert {name: state[0] for name, state in host.router.servers(MODEL).items()} == {"blue": 100, "green": 0}
