@@ -11,12 +11,19 @@ modules. Checked:
   weights, so none from before or after the step is counted in it. Round robin at 25/75 gives the canary
   25 % of them; the bound is binomial (4.5 sigma, never a fixed tolerance);
 - both versions answered gRPC clients during the rollout, and only v10 after the promotion.
+
+Then, under both loads, an operator changes v10's batching settings in its spec and runs deploy_model.yml again
+(issue 15): the model_server role's handler restarts the running v10 on every host (the lone stable there, so a
+surge stand-in of v10 serves meanwhile, over HTTP and gRPC); the new process runs with the new settings, the
+release records and weights are as before, no client call fails, and a second run restarts nothing.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +39,7 @@ from test_fleet import (  # noqa: F401 (load and workdir are fixtures: this modu
     _load,
     deploy,
     load,
+    playbook,
     release,
     report_steps,
     rollout_state,
@@ -168,3 +176,60 @@ def test_a_rollout_splits_grpc_traffic_by_the_weights(load: Any, grpc_load: Any,
 def test_no_grpc_call_failed(load: Any, grpc_load: Any) -> None:  # noqa: F811
     assert grpc_load.failed() == 0, grpc_load.failures[:20]
     assert load.failed() == 0, load.failures[:20]
+
+
+def docker_exec(host: str, *command: str) -> str:
+    return subprocess.run(["docker", "exec", host, *command], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+def main_pid(host: str, instance: str) -> int:
+    return int(docker_exec(host, "systemctl", "show", f"modelfleet-serve@{instance}.service", "-p", "MainPID",
+                           "--value"))
+
+
+def router_weights(host: str) -> str:
+    """The model's HTTP and gRPC backends' server weights and admin states (`show servers state`)."""
+    rows = []
+    for backend in (MODEL, f"{MODEL}_grpc"):
+        text = docker_exec(host, "sh", "-c",
+                           f"echo 'show servers state {backend}' | socat stdio /run/haproxy/admin.sock")
+        rows += [" ".join(line.split()[i] for i in (1, 3, 6, 7)) for line in text.splitlines()[2:] if line.strip()]
+    return "\n".join(rows)
+
+
+def test_a_changed_batching_setting_restarts_the_running_version(load: Any, grpc_load: Any,  # noqa: F811
+                                                                  workdir: Path) -> None:  # noqa: F811
+    spec = workdir / "v10-good" / "model.yml"
+    text = spec.read_text()
+    assert "batching: {max_batch: 64, max_queue_delay_us: 2000}" in text, text
+    spec.write_text(text.replace("batching: {max_batch: 64, max_queue_delay_us: 2000}",
+                                 "batching: {max_batch: 16, max_queue_delay_us: 500}"))
+    instance = f"{MODEL}-10"
+    pids = {host: main_pid(host, instance) for host in SERVING_HOSTS}
+    records = {host: release(host) for host in SERVING_HOSTS}
+    weights = {host: router_weights(host) for host in SERVING_HOSTS}
+    failed_before = load.failed(), grpc_load.failed()
+    answered_before = sum(load.snapshot()[0].values()), sum(grpc_load.snapshot()[0].values())
+
+    done = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
+    assert "Restart the changed versions of the model" in done.stdout, done.stdout[-4000:]
+    for host in SERVING_HOSTS:
+        pid = main_pid(host, instance)
+        assert pid not in (0, pids[host]), f"{instance} was not restarted on {host}"
+        command = docker_exec(host, "cat", f"/proc/{pid}/cmdline").replace("\0", " ")
+        assert "--max-batch 16" in command and "--max-queue-delay-us 500" in command, command
+        assert release(host) == records[host]
+        assert router_weights(host) == weights[host]
+        assert "surge" not in docker_exec(host, "sh", "-c", "ls /etc/modelfleet/serve"), "the stand-in is retired"
+    answered = sum(load.snapshot()[0].values()) - answered_before[0], \
+        sum(grpc_load.snapshot()[0].values()) - answered_before[1]
+    print(f"during the restart run: {answered[0]} HTTP requests, {answered[1]} gRPC calls; results "
+          f"{json.dumps([line for line in done.stdout.splitlines() if 'method' in line][:4])}")
+    assert (load.failed(), grpc_load.failed()) == failed_before == (0, 0), (load.failures[:10], grpc_load.failures[:10])
+    assert answered[0] > 0 and answered[1] > 0
+
+    restarted = {host: main_pid(host, instance) for host in SERVING_HOSTS}
+    again = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
+    assert {host: main_pid(host, instance) for host in SERVING_HOSTS} == restarted, "a second run restarts nothing"
+    assert "RUNNING HANDLER [modelfleet.serving.model_server : Restart" not in again.stdout
