@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from client_threads import ClientThreads
 from harness import collection_root, free_port, need, wait_for
 from test_router_haproxy import SLOT_SERVER, Router
 
@@ -114,15 +114,13 @@ class SystemdStandIn:
             self._stop(instance)
 
 
-class Clients:
+class Clients(ClientThreads):
     """Client threads (httpx, keep-alive) sending inference requests through the router; every outcome kept."""
 
     def __init__(self, port: int, threads: int = 4) -> None:
+        super().__init__(threads)
         self.url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
         self.outcomes: list[tuple[float, str, str]] = []  # time answered, "ok" or the failure, slot
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         with httpx.Client(timeout=20) as client:
@@ -136,15 +134,6 @@ class Clients:
                 with self.lock:
                     self.outcomes.append((time.monotonic(), outcome, slot))
 
-    def __enter__(self) -> Clients:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(30)
 
     def between(self, start: float, end: float) -> list[tuple[float, str, str]]:
         with self.lock:
