@@ -58,9 +58,11 @@ class ServerInfo:
         "admin_bits",
         "check",
         "check_desc",
+        "in_flight",
         "initial_weight",
         "name",
         "operational",
+        "port",
         "status",
         "weight",
     )
@@ -75,6 +77,8 @@ class ServerInfo:
         status: str = "",
         check: str = "",
         check_desc: str = "",
+        in_flight: int = 0,
+        port: int = 0,
     ) -> None:
         self.name = name
         self.weight = weight
@@ -85,6 +89,8 @@ class ServerInfo:
         self.status = status
         self.check = check
         self.check_desc = check_desc
+        self.in_flight = in_flight  # requests on the server now plus those queued for it (show stat scur + qcur)
+        self.port = port
 
     @property
     def up(self) -> bool:
@@ -148,6 +154,14 @@ def parse_stat_csv(text: str) -> list[dict[str, str]]:
     # HAProxy quotes fields that contain commas (check descriptions can): read it as real CSV.
     rows = list(csv.reader([lines[0][2:], *lines[1:]]))
     return [dict(zip(rows[0], row)) for row in rows[1:]]  # noqa: B905 (targets without strict=)
+
+
+def _count(value: t.Optional[str]) -> int:
+    """A numeric ``show stat`` / ``show servers state`` field; empty or ``-`` is 0."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 def _is_socket(path: str) -> bool:
@@ -256,6 +270,8 @@ class RuntimeApi:
                 status=stat.get("status", ""),
                 check=stat.get("check_status", ""),
                 check_desc=stat.get("check_desc", ""),
+                in_flight=_count(stat.get("scur")) + _count(stat.get("qcur")),
+                port=_count(row.get("srv_port")),
             )
         return found
 

@@ -64,14 +64,12 @@ def write_inventory(path: Path, hosts: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-def run_playbook(playbook: Path, inventory: Path, *extra_vars: str) -> tuple[int, dict[str, Any]]:
-    """ansible-playbook's exit code and its JSON callback's result (``-e`` for each of ``extra_vars``)."""
+def run_playbook(playbook: Path, inventory: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """ansible-playbook's exit code and its JSON callback's result; ``args`` as on its command line."""
     env = ansible_env()
     command = [shutil.which("ansible-playbook", path=env["PATH"]) or "ansible-playbook", "-i", str(inventory),
-               str(playbook)]
-    for assignment in extra_vars:
-        command += ["-e", assignment]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=playbook.parent)
+               str(playbook), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=inventory.parent)
     try:
         return done.returncode, json.loads(done.stdout)
     except json.JSONDecodeError:

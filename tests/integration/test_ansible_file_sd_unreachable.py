@@ -9,13 +9,12 @@ here: the stop of a version is attempted and its result (failed, ignored by the 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, ansible_env, free_port
+from harness import REPO, free_port
+from local_fleet import outcomes, run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -71,24 +70,6 @@ def targets_file(fleet: Path, host: str) -> Path:
     return fleet / "mon-1" / "file_sd" / f"modelfleet-serve-{host}-credit-risk.json"
 
 
-def run(hosts: Path, playbook: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    env = ansible_env()
-    command = [shutil.which("ansible-playbook", path=env["PATH"]) or "ansible-playbook", "-i", str(hosts),
-               str(playbook), *extra]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=hosts.parent)
-    return done.returncode, json.loads(done.stdout)
-
-
-def outcomes(result: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
-    """Each host's result of the (last) task of that name."""
-    found: dict[str, dict[str, Any]] = {}
-    for play in result["plays"]:
-        for ran in play["tasks"]:
-            if ran["task"]["name"].split(" : ", 1)[-1] == task:
-                found.update(ran["hosts"])
-    return found
-
-
 def order(result: dict[str, Any], task: str) -> int:
     """Where the task of that name ran among the run's tasks."""
     names = [ran["task"]["name"].split(" : ", 1)[-1] for play in result["plays"] for ran in play["tasks"]]
@@ -97,7 +78,7 @@ def order(result: dict[str, Any], task: str) -> int:
 
 def test_rollback_finishes_on_the_serving_hosts_with_the_monitoring_host_down(fleet: Path) -> None:
     down = inventory(fleet, monitoring_up=False)
-    code, result = run(down, fleet / "revert.yml", "-e", "entry=revert_finish")
+    code, result = run_playbook(fleet / "revert.yml", down, "-e", "entry=revert_finish")
     assert code == 0, json.dumps(result["stats"])
     assert not any(stats.get("unreachable") for stats in result["stats"].values())
     for host in HOSTS:
@@ -117,7 +98,7 @@ def test_rollback_finishes_on_the_serving_hosts_with_the_monitoring_host_down(fl
 
     # Monitoring back: monitoring.yml --tags file_sd writes the targets from the release records.
     up = inventory(fleet, monitoring_up=True)
-    code, result = run(up, REPO / "playbooks" / "monitoring.yml", "--tags", "file_sd")
+    code, result = run_playbook(REPO / "playbooks" / "monitoring.yml", up, "--tags", "file_sd")
     assert code == 0, json.dumps(result["stats"])
     for host in HOSTS:
         targets = json.loads(targets_file(fleet, host).read_text())
@@ -135,7 +116,7 @@ def test_rollback_finishes_on_the_serving_hosts_with_the_monitoring_host_down(fl
     assert not any(outcome.get("changed") for ran in ran_there for outcome in ran["hosts"].values())
 
     # A second rollback finds nothing to do and changes nothing (records and targets as they are).
-    code, result = run(up, fleet / "revert.yml", "-e", "entry=revert_finish")
+    code, result = run_playbook(fleet / "revert.yml", up, "-e", "entry=revert_finish")
     assert code == 0 and all(stats["changed"] == 0 for stats in result["stats"].values()), result["stats"]
 
 
@@ -145,7 +126,7 @@ def test_promote_with_the_monitoring_host_up_publishes_after_the_stop(fleet: Pat
             "model": "credit-risk", "stable": {"version": "2", "slot": "green"},
             "canary": {"version": "3", "slot": "blue"}, "previous": None}))
     up = inventory(fleet, monitoring_up=True)
-    code, result = run(up, fleet / "revert.yml", "-e", "entry=promote")
+    code, result = run_playbook(fleet / "revert.yml", up, "-e", "entry=promote")
     assert code == 0, json.dumps(result["stats"])
     assert order(result, "Stop the previous stable version") < order(
         result, "Write this host's scrape targets of credit-risk")
@@ -158,6 +139,6 @@ def test_promote_with_the_monitoring_host_up_publishes_after_the_stop(fleet: Pat
 def test_publish_skips_a_host_without_a_record(fleet: Path) -> None:
     release_file(fleet, "serving-2").unlink()
     up = inventory(fleet, monitoring_up=True)
-    code, result = run(up, REPO / "playbooks" / "monitoring.yml", "--tags", "file_sd")
+    code, result = run_playbook(REPO / "playbooks" / "monitoring.yml", up, "--tags", "file_sd")
     assert code == 0, json.dumps(result["stats"])
     assert targets_file(fleet, "serving-1").exists() and not targets_file(fleet, "serving-2").exists()

@@ -73,8 +73,8 @@ def inventory(root: Path, routers: dict[str, Router], lost: str | None) -> Path:
 
 
 def run(root: Path, hosts: Path, entry: str) -> tuple[int, dict[str, Any]]:
-    return run_playbook(root / "play.yml", hosts, f"entry={entry}", f"spec={root / 'model.yml'}",
-                        f"rollout_state_dir={root / 'controller'}")
+    return run_playbook(root / "play.yml", hosts, "-e", f"entry={entry}", "-e", f"spec={root / 'model.yml'}",
+                        "-e", f"rollout_state_dir={root / 'controller'}")
 
 
 def record(root: Path, host: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
+from client_threads import ClientThreads
 from harness import free_port, need, wait_for
 from serverkit import Server
 from test_router_haproxy import Router, module_direct  # noqa: F401 (a fixture)
@@ -140,18 +140,18 @@ def stat_rows(router: Router, backend: str) -> dict[str, dict[str, str]]:
     return {row["svname"]: row for row in rows}
 
 
-class GrpcLoad:
+class GrpcLoad(ClientThreads):
     """Client threads, each with its own channel, sending ModelInfer calls; every outcome is recorded."""
 
+    join_timeout = 60.0
+
     def __init__(self, router: Router, model: str, rows: np.ndarray, threads: int) -> None:
+        super().__init__(threads)
         self.router = router
         self.request = infer_request(model, rows)
         self.results: list[tuple[float, str]] = []  # sent, slot
         self.errors: list[str] = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
         self.limit: int | None = None
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         channel, service = stub(self.router)
@@ -176,16 +176,6 @@ class GrpcLoad:
         with self:
             self.stopping.wait(300)
         return self
-
-    def __enter__(self) -> GrpcLoad:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(60)
 
 
 def expected_outputs(artifact: Path, rows: np.ndarray) -> dict[str, np.ndarray]:

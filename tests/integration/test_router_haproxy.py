@@ -30,6 +30,7 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
+from client_threads import ClientThreads
 from harness import ansible_env, free_port, need, tool_path, wait_for
 from serverkit import Server
 
@@ -276,18 +277,16 @@ def render(template: str, variables: dict[str, Any]) -> str:
     return environment.get_template(template).render(**variables)
 
 
-class Load:
+class Load(ClientThreads):
     """Client threads sending inference requests over keep-alive connections; every outcome is recorded."""
 
     def __init__(self, port: int, model: str, threads: int, body: bytes = b'{"inputs": []}') -> None:
+        super().__init__(threads)
         self.port = port
         self.path = f"/v2/models/{model}/infer"
         self.body = body
         self.results: list[tuple[float, float, int, str]] = []  # sent, done, status, slot
         self.errors: list[str] = []
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         connection = http.client.HTTPConnection(HOST, self.port, timeout=15)
@@ -310,15 +309,6 @@ class Load:
                 connection = http.client.HTTPConnection(HOST, self.port, timeout=15)
         connection.close()
 
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(30)
 
     def statuses(self) -> Counter[int]:
         with self.lock:

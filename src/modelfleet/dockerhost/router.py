@@ -36,6 +36,8 @@ def render_haproxy(model: str, blue_port: int, green_port: int, canary_weight: i
         "router_chroot": "", "router_haproxy_user": "", "router_haproxy_group": "",
         "router_stats_socket": "/var/lib/haproxy/admin.sock",
         "router_state_file": "/var/lib/haproxy/server-state",
+        # The Docker host's model servers publish no gRPC port: its router carries HTTP only.
+        "router_grpc": False,
     } | overrides
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(role / "templates"),
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
