@@ -28,14 +28,11 @@ import re
 import time
 import typing as t
 
-from ansible_collections.modelfleet.serving.plugins.module_utils.haproxy_runtime import RuntimeApiError
+from ansible_collections.modelfleet.serving.plugins.module_utils.router_weights import grpc_companion
 
 UNIT = "modelfleet-serve@%s.service"
 STANDIN_SUFFIX = "-surge"
 STANDIN_SPOOL = "surge-stand-ins"
-# The router serves a model over gRPC from the backend ``<model>_grpc``, whose servers track the model backend's
-# (drain and health follow) but keep their own weights (router_weight's GRPC_SUFFIX).
-GRPC_SUFFIX = "_grpc"
 SLOTS = ("blue", "green")
 INSTANCE_RE = re.compile(r"^(?P<model>[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)-(?P<version>[1-9][0-9]{0,8})$")
 METHODS = ("drain", "surge", "deferred", "idle", "undrained")
@@ -364,15 +361,13 @@ class Restarter:
             self.steps.append("set server %s/%s weight %d" % (name, slot, weight))
 
     def _grpc_backends(self, backend: str) -> list[str]:
-        """``[<backend>_grpc]`` when the router has that backend, else ``[]`` (asked once per backend)."""
+        """``[<backend>_grpc]`` when the router serves the model over gRPC too, else ``[]`` (asked once).
+
+        That backend's servers track the model backend's (drain and health follow) but keep their own weights.
+        """
         if backend not in self._grpc_known:
-            try:
-                self.api.servers(backend + GRPC_SUFFIX)
-                self._grpc_known[backend] = [backend + GRPC_SUFFIX]
-            except RuntimeApiError as exc:
-                if not str(exc).startswith("unknown backend"):
-                    raise
-                self._grpc_known[backend] = []
+            companion = grpc_companion(self.api, backend)
+            self._grpc_known[backend] = [companion[0]] if companion else []
         return self._grpc_known[backend]
 
     def _in_flight(self, backend: str, slot: str) -> int:
