@@ -32,7 +32,6 @@ from ansible_collections.modelfleet.serving.plugins.module_utils.router_weights 
 
 UNIT = "modelfleet-serve@%s.service"
 STANDIN_SUFFIX = "-surge"
-STANDIN_SPOOL = "surge-stand-ins"
 SLOTS = ("blue", "green")
 INSTANCE_RE = re.compile(r"^(?P<model>[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)-(?P<version>[1-9][0-9]{0,8})$")
 METHODS = ("drain", "surge", "deferred", "idle", "undrained")
@@ -99,6 +98,17 @@ def probe_host(listen: str) -> str:
     return listen
 
 
+def standin_env(env: dict[str, str], slot: str, port: int) -> dict[str, str]:
+    """The environment of a surge stand-in of the instance configured by ``env``, in ``slot`` on HTTP ``port``."""
+    standin = dict(env, MODELFLEET_SLOT=slot, MODELFLEET_PORT=str(port))
+    standin.update(standin_grpc_env(env, port))
+    # No payload spool (an empty --spool-dir turns it off): two writers of one version in <spool>/<model>/<version>/
+    # would number their segments alike, and the drift exporter would read the version's traffic twice. (The
+    # server refuses a sample rate of 0: its spool is on or off.)
+    standin["MODELFLEET_SPOOL_DIR"] = ""
+    return standin
+
+
 def standin_grpc_env(env: dict[str, str], port: int) -> dict[str, str]:
     """The gRPC settings of a stand-in on HTTP ``port``: the instance's gRPC offset kept, none without gRPC."""
     grpc_port = env.get("MODELFLEET_GRPC_PORT", "")
@@ -113,13 +123,18 @@ def standin_grpc_env(env: dict[str, str], port: int) -> dict[str, str]:
 
 
 def read_env(path: str) -> dict[str, str]:
-    env = {}
     with open(path) as handle:
-        for line in handle:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                env[key.strip()] = value.strip()
+        return read_env_text(handle.read())
+
+
+def read_env_text(text: str) -> dict[str, str]:
+    """``KEY=value`` lines of a systemd environment file (comments and blank lines left out)."""
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
     return env
 
 
@@ -295,13 +310,7 @@ class Restarter:
     # --- the stand-in --------------------------------------------------------------------------------------
 
     def _start_standin(self, instance: Instance, slot: str, port: int) -> Instance:
-        env = dict(instance.env, MODELFLEET_SLOT=slot, MODELFLEET_PORT=str(port))
-        env.update(standin_grpc_env(instance.env, port))
-        # The stand-in samples nothing into the payload spool, and its writer keeps to a directory of its own: two
-        # writers of one version in <spool>/<model>/<version>/ would number their segments alike.
-        if env.get("MODELFLEET_SPOOL_DIR"):
-            env["MODELFLEET_SPOOL_DIR"] = os.path.join(env["MODELFLEET_SPOOL_DIR"], STANDIN_SPOOL)
-        env["MODELFLEET_ARGS"] = (env.get("MODELFLEET_ARGS", "") + " --spool-sample-rate 0").strip()
+        env = standin_env(instance.env, slot, port)
         path = os.path.join(os.path.dirname(instance.env_path), instance.standin + ".env")
         with open(instance.env_path) as handle:
             header = [line for line in handle.read().splitlines() if line.startswith("#")]

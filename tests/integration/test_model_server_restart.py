@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jinja2
 import pytest
+import tritonclient.grpc as triton
+import yaml
 from client_threads import ClientThreads
-from harness import collection_root, free_port, need, wait_for
+from harness import REPO, collection_root, free_port, need, wait_for
 from test_router_haproxy import SLOT_SERVER, Router
 
 sys.path.insert(0, str(collection_root()))
@@ -306,3 +309,61 @@ def test_restart_that_never_gets_ready_leaves_the_other_slot_serving(host: Host)
     assert host.weights()["green"] == (50, 8)  # drained (ADMF_FDRAIN), weight unchanged
     assert host.weights()["blue"] == (100, 0)
     os.kill(host.systemd.pid(canary) or 0, 0)  # the unit was started: systemd would keep trying, as here
+
+
+def unit_command(unit: str, env: dict[str, str], instance: str) -> list[str]:
+    """The ExecStart of a rendered unit as systemd runs it: ``${VAR}`` one word (even empty), ``$VAR`` split."""
+    line = unit.split("ExecStart=", 1)[1].split("\n# ", 1)[0].replace("\\\n", " ").replace("%i", instance)
+    words: list[str] = []
+    for word in line.split():
+        if word.startswith("${") and word.endswith("}"):
+            words.append(env.get(word[2:-1], ""))
+        elif word.startswith("$"):
+            words += env.get(word[1:], "").split()
+        else:
+            words.append(word)
+    return words
+
+
+def test_a_surge_stand_ins_configuration_starts_a_real_model_server(credit_risk_artifact: Path,
+                                                                      tmp_path: Path) -> None:
+    """The stand-in's environment on the role's unit starts `modelfleet serve` for real (not the slot stand-ins
+    above): the free slot's HTTP and gRPC ports, no payload spool. The fleet found a stand-in the server refused
+    (a spool sample rate of 0) that the slot stand-ins had accepted."""
+    role = REPO / "roles" / "model_server"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    blue, green = free_port(), free_port()
+    offset = free_port() - green
+    variables = defaults | {
+        "ansible_managed": "test", "model_server_instance": f"{MODEL}-3", "model_server_name": MODEL,
+        "model_server_version": "3", "model_server_slot": "blue", "model_server_version_dir": str(credit_risk_artifact),
+        "model_server_listen_address": "127.0.0.1", "model_server_ports": {"blue": blue, "green": green},
+        "model_server_data_dir": str(tmp_path), "model_server_serving": {}, "model_server_group": "modelfleet",
+        "model_server_grpc_port_offset": offset}
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(role / "templates"), undefined=jinja2.StrictUndefined)
+    env = serve_restart.read_env_text(templates.get_template("instance.env.j2").render(variables))
+    standin = serve_restart.standin_env(env, "green", green)
+    unit = templates.get_template("modelfleet-serve@.service.j2").render(variables)
+    command = unit_command(unit, standin, f"{MODEL}-3-surge")
+    assert command[command.index("--spool-dir") + 1] == ""
+    command = [sys.executable, "-m", "modelfleet.cli", *command[1:]]
+    command[command.index("--trt-cache-dir") + 1] = str(tmp_path / "trt")
+    with (tmp_path / "standin.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError("the stand-in's server exited:\n" + (tmp_path / "standin.log").read_text()[-3000:])
+        try:
+            return httpx.get(f"http://127.0.0.1:{green}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, timeout=60, what="the stand-in's server ready", interval=0.2)
+        client = triton.InferenceServerClient(f"127.0.0.1:{green + offset}")
+        assert client.is_model_ready(MODEL), "the stand-in serves gRPC on the free slot's gRPC port"
+        client.close()
+        assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").rglob("*")), "no payload spool"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)

@@ -225,8 +225,8 @@ def test_stand_in_env_is_the_same_version_in_the_free_slot(tmp_path: Path) -> No
     restarter.restart(instance(tmp_path))
     assert seen["MODELFLEET_SLOT"] == "green" and seen["MODELFLEET_PORT"] == "8102"
     assert seen["MODELFLEET_ARTIFACT"] == "/a"
-    assert seen["MODELFLEET_SPOOL_DIR"] == "/spool/surge-stand-ins"
-    assert seen["MODELFLEET_ARGS"] == "--max-batch 8 --spool-sample-rate 0"
+    assert seen["MODELFLEET_SPOOL_DIR"] == ""  # no payload spool: the unit's --spool-dir "" turns it off
+    assert seen["MODELFLEET_ARGS"] == "--max-batch 8"
 
 
 def test_deferred_changes_nothing_and_warns(tmp_path: Path) -> None:
