@@ -28,6 +28,7 @@ import re
 import time
 import typing as t
 
+from ansible_collections.modelfleet.serving.plugins.module_utils.published_files import PublishError, publish
 from ansible_collections.modelfleet.serving.plugins.module_utils.router_weights import grpc_companion
 
 UNIT = "modelfleet-serve@%s.service"
@@ -316,9 +317,11 @@ class Restarter:
             header = [line for line in handle.read().splitlines() if line.startswith("#")]
         lines = [*header, "# surge stand-in for %s, started by model_server_restart" % instance.name]
         lines += ["%s=%s" % item for item in env.items()]
-        with open(path, "w") as out:
-            out.write("\n".join(lines) + "\n")
-        os.chmod(path, os.stat(instance.env_path).st_mode & 0o777)
+        status = os.stat(instance.env_path)  # the stand-in's file as the version's: mode, owner, group
+        try:
+            publish(path, "\n".join(lines) + "\n", status.st_mode & 0o777, status.st_uid, status.st_gid, check=False)
+        except PublishError as exc:
+            raise RestartError(str(exc)) from None
         standin = _StandIn(instance.standin, path, env, instance)
         self.steps.append("wrote %s" % path)
         try:
