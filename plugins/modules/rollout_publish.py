@@ -34,7 +34,7 @@ options:
     default: []
     suboptions:
       path:
-        description: Absolute path of the file; its directory must exist.
+        description: Absolute path of the file; missing directories are created (mode 0755, the file's owner).
         type: path
         required: true
       content:
