@@ -5,7 +5,7 @@ In this order, each on the fleet that the one before left:
 - a rollout interrupted by killing its controller resumes from a second checkout (v8);
 - rollback_model.yml with the monitoring host stopped returns to the previous version (v7), and
   `monitoring.yml --tags file_sd` catches Prometheus's targets up afterwards;
-The lost serving host waits in molecule/fleet/pending/test_fleet_lost_host.py (see its docstring).
+The lost serving host is test_fleet_lost_host.py, the scenario's last test (it stops a host).
 """
 
 from __future__ import annotations
