@@ -2,9 +2,10 @@
 """Serving benchmark: modelfleet's model server side by side with MLServer, KServe and PyTriton.
 
 One run: prepare one virtualenv per peer (cached), serve the example models' model.onnx with each
-server in turn (server pinned to one core, wrk to the other), check every server's answer against
-onnxruntime, load it with wrk at each concurrency, measure the raw in-process ONNX Runtime ceiling,
-and write a markdown table plus raw JSON to .cache/bench/serving-<timestamp>.{md,json}.
+server in turn (server pinned to one core, the load generator to the other), check every server's
+answer against onnxruntime, load it at each concurrency (wrk for OIP JSON and binary tensors, h2load
+for gRPC: grpc_load.py), measure the raw in-process ONNX Runtime ceiling, and write a markdown table,
+issue 13's targets (targets.py) and raw JSON to .cache/bench/serving-<timestamp>.{md,json}.
 
 Standard library only: everything that needs numpy/onnxruntime runs in a child interpreter
 (ort_tools.py in modelfleet's interpreter, peers/*.py in the peers' virtualenvs).
