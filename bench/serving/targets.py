@@ -51,22 +51,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if model == LARGE_MODEL:
             continue
         grpc = find_run(records, OURS, model, top, "grpc")
-        if grpc is None:
-            continue
         peers = [(r["server"], run) for r in records if r["server"] != OURS and r["model"] == model
                  if (run := find_run([r], r["server"], model, top, "grpc")) is not None]
-        if peers:
+        if grpc and peers:
             name, best = max(peers, key=lambda item: item[1]["ok_rps"])
             checks.append(_check(f"{model}: gRPC 1 row C={top} ÷ best peer's gRPC", grpc["ok_rps"] / best["ok_rps"],
                                  2.0, f"{grpc['ok_rps']:,.0f} vs {best['ok_rps']:,.0f} req/s ({name})",
                                  _per_cpu(grpc, max((run for _, run in peers),
                                                     key=lambda run: run.get("req_per_cpu_s") or 0.0))))
         json_run = find_run(records, OURS, model, top, "json")
-        if json_run:
+        if grpc and json_run:
             checks.append(_check(f"{model}: gRPC 1 row C={top} ÷ JSON (this run)", grpc["ok_rps"] / json_run["ok_rps"],
                                  1.0, f"{grpc['ok_rps']:,.0f} vs {json_run['ok_rps']:,.0f} req/s",
                                  _per_cpu(grpc, json_run)))
-        if model in JSON_BEFORE:
+        if grpc and model in JSON_BEFORE:
             checks.append(_check(f"{model}: gRPC 1 row C={top} ÷ JSON of 2026-11-25",
                                  grpc["ok_rps"] / JSON_BEFORE[model], 1.0,
                                  f"{grpc['ok_rps']:,.0f} vs {JSON_BEFORE[model]:,.0f} req/s",
