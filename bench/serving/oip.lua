@@ -1,5 +1,7 @@
--- wrk script: POST one Open Inference Protocol JSON request per call and count non-2xx answers.
---   wrk -t1 -cC -dDs --latency -s oip.lua http://127.0.0.1:P/v2/models/NAME/infer -- BODY_FILE
+-- wrk script: POST one Open Inference Protocol request per call and count non-2xx answers.
+--   wrk -t1 -cC -dDs --latency -s oip.lua http://127.0.0.1:P/v2/models/NAME/infer -- BODY_FILE [JSON_HEADER_BYTES]
+-- With JSON_HEADER_BYTES the body is Triton's binary tensor extension (a JSON header of that many bytes, then
+-- the tensors' bytes), sent as application/octet-stream with Inference-Header-Content-Length.
 -- done() prints one line "WRK_JSON {...}" (latencies in microseconds) that run.py parses.
 
 local threads = {}
@@ -14,7 +16,12 @@ function init(args)
   file:close()
   wrk.method = "POST"
   wrk.body = body
-  wrk.headers["Content-Type"] = "application/json"
+  if args[2] then
+    wrk.headers["Content-Type"] = "application/octet-stream"
+    wrk.headers["Inference-Header-Content-Length"] = args[2]
+  else
+    wrk.headers["Content-Type"] = "application/json"
+  end
   non2xx = 0
 end
 

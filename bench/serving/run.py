@@ -2,9 +2,10 @@
 """Serving benchmark: modelfleet's model server side by side with MLServer, KServe and PyTriton.
 
 One run: prepare one virtualenv per peer (cached), serve the example models' model.onnx with each
-server in turn (server pinned to one core, wrk to the other), check every server's answer against
-onnxruntime, load it with wrk at each concurrency, measure the raw in-process ONNX Runtime ceiling,
-and write a markdown table plus raw JSON to .cache/bench/serving-<timestamp>.{md,json}.
+server in turn (server pinned to one core, the load generator to the other), check every server's
+answer against onnxruntime, load it at each concurrency (wrk for OIP JSON and binary tensors, h2load
+for gRPC: grpc_load.py), measure the raw in-process ONNX Runtime ceiling, and write a markdown table,
+issue 13's targets (targets.py) and raw JSON to .cache/bench/serving-<timestamp>.{md,json}.
 
 Standard library only: everything that needs numpy/onnxruntime runs in a child interpreter
 (ort_tools.py in modelfleet's interpreter, peers/*.py in the peers' virtualenvs).
@@ -52,6 +53,16 @@ from bench.common import (  # noqa: E402
 )
 from bench.common import ensure_venv as common_ensure_venv  # noqa: E402
 from bench.common import package_versions as common_package_versions  # noqa: E402
+from bench.serving.grpc_load import (  # noqa: E402
+    LARGE_MODEL,
+    Load,
+    check_load,
+    h2load,
+    h2load_version,
+    loads_for,
+    prepare_bodies,
+)
+from bench.serving.targets import find_run, targets, targets_markdown  # noqa: E402
 
 PEERS_DIR = HERE / "peers"
 LUA_SCRIPT = HERE / "oip.lua"
@@ -62,7 +73,7 @@ READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 40.0
 MISSING_ARTIFACT = 3  # ort_tools.py prepare: the artifact is not built yet
 DEFAULT_SERVERS = ("modelfleet", "mlserver", "mlserver-inproc", "kserve", "pytriton")
-DEFAULT_MODELS = ("credit-risk", "mlp")
+DEFAULT_MODELS = ("credit-risk", "mlp", LARGE_MODEL)
 
 # What each peer's virtualenv gets (plus onnxruntime pinned to modelfleet's own release).
 # The pins are the ones TESTBED.md found necessary: MLServer 1.7 breaks with starlette >= 0.47 and
@@ -87,12 +98,12 @@ class Server:
     venv: str | None  # peer virtualenv, None for modelfleet's interpreter
     family: str  # "ours", "mlserver/kserve", "pytriton"
     stop_signal: signal.Signals
-    ports: int  # how many free ports it needs (HTTP first)
+    ports: int  # how many free ports it needs (HTTP first, gRPC second)
     summary: str
 
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
-    Server("modelfleet", None, "ours", signal.SIGTERM, 1,
+    Server("modelfleet", None, "ours", signal.SIGTERM, 2,
            "modelfleet serve: uvicorn+uvloop+httptools, plain ASGI app, dynamic batching (eager dispatch), "
            "inference on the event loop"),
     Server("mlserver", "mlserver", "mlserver/kserve", signal.SIGTERM, 3,
@@ -101,11 +112,11 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("mlserver-inproc", "mlserver", "mlserver/kserve", signal.SIGTERM, 3,
            "MLServer 1.7, parallel_workers=0 (inference in the server process), adaptive batching, "
            "custom ORT runtime"),
-    Server("kserve", "kserve", "mlserver/kserve", signal.SIGTERM, 1,
-           "KServe 0.21 ModelServer (FastAPI/uvicorn), custom kserve.Model; no batching (KServe batches "
-           "only in its Kubernetes sidecar agent)"),
+    Server("kserve", "kserve", "mlserver/kserve", signal.SIGTERM, 2,
+           "KServe 0.21 ModelServer (FastAPI/uvicorn, grpc.aio), custom kserve.Model; no batching (KServe "
+           "batches only in its Kubernetes sidecar agent)"),
     Server("pytriton", "pytriton", "pytriton", signal.SIGINT, 3,
-           "PyTriton 0.7: Triton server (C++ HTTP front end, dynamic batcher) -> Python backend stub -> "
+           "PyTriton 0.7: Triton server (C++ HTTP/gRPC front ends, dynamic batcher) -> Python backend stub -> "
            "this Python process over shared memory"),
 )}
 
@@ -294,6 +305,13 @@ def ensure_venv(name: str, base_python: str, ort_version: str, cache: Path, rebu
 
 def prepare_model(model: str, mf_python: str, artifacts: Path, work: Path) -> dict[str, Any]:
     model_yml = ROOT / "examples" / model / "model.yml"
+    if model == LARGE_MODEL:  # built on the fly (protocols.py), like the front-end comparison there
+        code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from protocols import "
+                "build_large; build_large(Path(sys.argv[2]), Path(sys.argv[3]))")
+        built = run_quiet([mf_python, "-c", code, str(HERE), str(work / "src"), str(work / "artifacts")], cwd=ROOT)
+        if built.returncode != 0:
+            raise SystemExit(f"building the large-input model failed:\n{built.stderr[-2000:]}")
+        model_yml, artifacts = work / "src" / LARGE_MODEL / "model.yml", work / "artifacts"
     out_json = work / f"{model}.model.json"
     body = work / f"{model}.body.json"
     argv = [mf_python, str(HERE / "ort_tools.py"), "prepare", str(model_yml), str(artifacts), str(out_json),
@@ -337,8 +355,8 @@ def launch(server: Server, model: dict[str, Any], ctx: dict[str, Any], work: Pat
     env["PYTHONUNBUFFERED"] = "1"
     if server.venv is None:
         argv = [ctx["modelfleet_python"], "-m", "modelfleet.cli", "serve", model["artifact"], "--host", HOST,
-                "--port", str(port), "--threads", "1", "--max-batch", str(model["max_batch"]),
-                "--max-queue-delay-us", str(model["max_queue_delay_us"])]
+                "--port", str(port), "--grpc-port", str(ports[1]), "--threads", "1", "--max-batch",
+                str(model["max_batch"]), "--max-queue-delay-us", str(model["max_queue_delay_us"])]
         env.pop("PYTHONPATH")
     elif server.venv == "mlserver":
         venv = ctx["venvs"]["mlserver"]
@@ -355,7 +373,7 @@ def launch(server: Server, model: dict[str, Any], ctx: dict[str, Any], work: Pat
     elif server.venv == "kserve":
         venv = ctx["venvs"]["kserve"]
         argv = [venv["python"], str(PEERS_DIR / "kserve_ort.py"), "--model_name", name, "--model_path",
-                model["onnx"], "--http_port", str(port), "--enable_grpc", "false"]
+                model["onnx"], "--http_port", str(port), "--grpc_port", str(ports[1]), "--enable_grpc", "true"]
     elif server.venv == "pytriton":
         venv = ctx["venvs"]["pytriton"]
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (venv["libdir"], env.get("LD_LIBRARY_PATH", "")) if p)
@@ -372,7 +390,7 @@ def launch(server: Server, model: dict[str, Any], ctx: dict[str, Any], work: Pat
     handle.flush()
     proc = subprocess.Popen(full, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=server_dir,
                             start_new_session=True)
-    return Running(server, name, proc, port, log_path, time.monotonic(), handle, {"argv": full})
+    return Running(server, name, proc, port, log_path, time.monotonic(), handle, {"argv": full, "grpc_port": ports[1]})
 
 
 def wait_ready(running: Running) -> float:
@@ -461,9 +479,11 @@ def verify(running: Running, model: dict[str, Any]) -> dict[str, Any]:
             "sample_response": body.decode(errors="replace")[:400]}
 
 
-def wrk(url: str, body_file: str, concurrency: int, seconds: int, cpu: int) -> dict[str, Any]:
+def wrk(url: str, body_file: str, concurrency: int, seconds: int, cpu: int,
+        header_bytes: int | None = None) -> dict[str, Any]:
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency",
-            "--timeout", "10s", "-s", str(LUA_SCRIPT), url, "--", body_file]
+            "--timeout", "10s", "-s", str(LUA_SCRIPT), url, "--", body_file,
+            *([str(header_bytes)] if header_bytes is not None else [])]
     result = run_quiet(argv, timeout=seconds + 60)
     line = next((ln for ln in result.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if line is None:
@@ -487,7 +507,68 @@ def disturbance(cpu: dict[str, Any], server_cpu: int) -> float:
                      cpu.get("core_steal_pct", {}).get(f"cpu{server_cpu}", 0.0)))
 
 
-def bench_one(server: Server, model: dict[str, Any], ctx: dict[str, Any], work: Path,
+def measure_point(running: Running, model: str, load: Load, answer_bytes: int, concurrency: int,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """One point (load, concurrency): warm-up, measured run, again while others disturbed it (the least
+    disturbed attempt is kept)."""
+    cpus = (args.server_cpu, args.load_cpu)
+    url = f"http://{HOST}:{running.port}/v2/models/{model}/infer"
+
+    def drive(seconds: int) -> dict[str, Any]:
+        if load.protocol == "grpc":
+            return h2load(f"{HOST}:{running.extra['grpc_port']}", load.body, concurrency, seconds, args.load_cpu,
+                          answer_bytes)
+        return wrk(url, load.body, concurrency, seconds, args.load_cpu, load.header_bytes)
+
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(1 + args.retries):
+        if attempt:
+            quiet = wait_quiet(cpus, args.max_other, args.retry_wait, running.proc.pid)
+            if not quiet["quiet"]:
+                log(f"  C={concurrency}: still busy after {quiet['waited_s']} s (others "
+                    f"{quiet['other_pct']}); keeping what was measured")
+                break
+            log(f"  C={concurrency}: quiet after {quiet['waited_s']} s; measuring again")
+        if args.warmup > 0:
+            warm = drive(args.warmup)
+            if warm["non2xx"] or warm["socket_errors"]:
+                log(f"  warm-up C={concurrency}: {warm['non2xx']} non-2xx, "
+                    f"{warm['socket_errors']} socket errors")
+        window = Window(running.proc.pid)
+        result = drive(args.duration)
+        result["concurrency"] = concurrency
+        result["protocol"], result["rows"] = load.protocol, load.rows
+        result["rows_per_s"] = result["ok_rps"] * load.rows
+        result["cpu"] = window.finish(args.server_cpu, args.load_cpu)
+        cpu_s = result["cpu"]["server_cpu_s"]
+        # CPU cost per answered request: barely moved by other processes sharing the core.
+        ok = result["requests"] - result["non2xx"]
+        result["cpu_us_per_request"] = 1e6 * cpu_s / ok if ok and cpu_s else None
+        result["req_per_cpu_s"] = ok / cpu_s if cpu_s else None
+        result["disturbance_pct"] = disturbance(result["cpu"], args.server_cpu)
+        attempts.append(result)
+        other = result["cpu"]["other_on_server_core_pct"]
+        log(f"  {load.protocol} x{load.rows} C={concurrency:>3}: {result['ok_rps']:8.0f} req/s  "
+            f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  non-2xx {result['non2xx']}  "
+            f"socket errors {result['socket_errors']}  server CPU {result['cpu']['server_cpu_pct']}% "
+            f"({result['cpu_us_per_request'] or 0:.0f} µs/req)  "
+            f"others on core {args.server_cpu}: {other}%, on core {args.load_cpu}: "
+            f"{result['cpu']['other_on_load_core_pct']}%")
+        if running.proc.poll() is not None:
+            raise RuntimeError(f"server exited {running.proc.returncode} during the C={concurrency} run; "
+                               f"last lines of {running.log}:\n{tail(running.log)}")
+        if result["disturbance_pct"] <= args.max_other:
+            break
+    best = min(attempts, key=lambda a: a["disturbance_pct"])
+    best["noisy"] = best["disturbance_pct"] > args.max_other
+    best["attempts"] = [{"ok_rps": a["ok_rps"], "p50_ms": a["p50_ms"], "p99_ms": a["p99_ms"],
+                         "non2xx": a["non2xx"], "disturbance_pct": a["disturbance_pct"],
+                         "other_on_server_core_pct": a["cpu"]["other_on_server_core_pct"],
+                         "other_on_load_core_pct": a["cpu"]["other_on_load_core_pct"]} for a in attempts]
+    return best
+
+
+def bench_one(server: Server, model: dict[str, Any], loads: list[Load], ctx: dict[str, Any], work: Path,
               args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {"server": server.name, "model": model["name"], "family": server.family,
                               "loadavg_before": loadavg(), "ps_before": ps_snapshot(8), "runs": []}
@@ -505,52 +586,21 @@ def bench_one(server: Server, model: dict[str, Any], ctx: dict[str, Any], work: 
         record["verify"] = verify(running, model)
         log(f"{server.name} / {model['name']}: ready in {record['startup_s']} s, answers match onnxruntime "
             f"(max |diff| {record['verify']['max_abs_diff']:.2g})")
-        url = f"http://{HOST}:{running.port}/v2/models/{model['name']}/infer"
-        for concurrency in args.concurrency:
-            attempts: list[dict[str, Any]] = []
-            for attempt in range(1 + args.retries):
-                if attempt:
-                    quiet = wait_quiet(cpus, args.max_other, args.retry_wait, running.proc.pid)
-                    if not quiet["quiet"]:
-                        log(f"  C={concurrency}: still busy after {quiet['waited_s']} s (others "
-                            f"{quiet['other_pct']}); keeping what was measured")
-                        break
-                    log(f"  C={concurrency}: quiet after {quiet['waited_s']} s; measuring again")
-                if args.warmup > 0:
-                    warm = wrk(url, model["body_file"], concurrency, args.warmup, args.load_cpu)
-                    if warm["non2xx"] or warm["socket_errors"]:
-                        log(f"  warm-up C={concurrency}: {warm['non2xx']} non-2xx, "
-                            f"{warm['socket_errors']} socket errors")
-                window = Window(running.proc.pid)
-                result = wrk(url, model["body_file"], concurrency, args.duration, args.load_cpu)
-                result["concurrency"] = concurrency
-                result["cpu"] = window.finish(args.server_cpu, args.load_cpu)
-                cpu_s = result["cpu"]["server_cpu_s"]
-                # CPU cost per answered request: barely moved by other processes sharing the core.
-                ok = result["requests"] - result["non2xx"]
-                result["cpu_us_per_request"] = 1e6 * cpu_s / ok if ok and cpu_s else None
-                result["req_per_cpu_s"] = ok / cpu_s if cpu_s else None
-                result["disturbance_pct"] = disturbance(result["cpu"], args.server_cpu)
-                attempts.append(result)
-                other = result["cpu"]["other_on_server_core_pct"]
-                log(f"  C={concurrency:>3}: {result['ok_rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
-                    f"p99 {result['p99_ms']:6.2f} ms  non-2xx {result['non2xx']}  socket errors "
-                    f"{result['socket_errors']}  server CPU {result['cpu']['server_cpu_pct']}% "
-                    f"({result['cpu_us_per_request'] or 0:.0f} µs/req)  "
-                    f"others on core {args.server_cpu}: {other}%, on core {args.load_cpu}: "
-                    f"{result['cpu']['other_on_load_core_pct']}%")
-                if running.proc.poll() is not None:
-                    raise RuntimeError(f"server exited {running.proc.returncode} during the C={concurrency} run; "
-                                       f"last lines of {running.log}:\n{tail(running.log)}")
-                if result["disturbance_pct"] <= args.max_other:
-                    break
-            best = min(attempts, key=lambda a: a["disturbance_pct"])
-            best["noisy"] = best["disturbance_pct"] > args.max_other
-            best["attempts"] = [{"ok_rps": a["ok_rps"], "p50_ms": a["p50_ms"], "p99_ms": a["p99_ms"],
-                                 "non2xx": a["non2xx"], "disturbance_pct": a["disturbance_pct"],
-                                 "other_on_server_core_pct": a["cpu"]["other_on_server_core_pct"],
-                                 "other_on_load_core_pct": a["cpu"]["other_on_load_core_pct"]} for a in attempts]
-            record["runs"].append(best)
+        for load in loads:
+            answer_bytes = 0
+            if load.expected is not None:
+                address = (f"{HOST}:{running.extra['grpc_port']}" if load.protocol == "grpc"
+                           else f"{HOST}:{running.port}")
+                try:
+                    checked = check_load(ctx["modelfleet_python"], load, address, model["name"])
+                except RuntimeError as exc:  # this kind of request only: the others are still measured
+                    record.setdefault("skipped", []).append(str(exc))
+                    log(f"  {load.protocol} x{load.rows}: answer does not check out, not measured: {exc}")
+                    continue
+                answer_bytes = checked["response_bytes"]
+                record.setdefault("checks", []).append({"protocol": load.protocol, "rows": load.rows, **checked})
+            for concurrency in (args.large_concurrency if model["name"] == LARGE_MODEL else args.concurrency):
+                record["runs"].append(measure_point(running, model["name"], load, answer_bytes, concurrency, args))
     except (RuntimeError, OSError, ValueError) as exc:
         record["error"] = str(exc)
         log(f"{server.name} / {model['name']}: FAILED: {exc}")
@@ -565,16 +615,6 @@ def bench_one(server: Server, model: dict[str, Any], ctx: dict[str, Any], work: 
 
 
 # --------------------------------------------------------------------------- report
-
-
-def find_run(records: list[dict[str, Any]], server: str, model: str, concurrency: int) -> dict[str, Any] | None:
-    for record in records:
-        if record["server"] == server and record["model"] == model:
-            for run in record["runs"]:
-                if run["concurrency"] == concurrency:
-                    found: dict[str, Any] = run
-                    return found
-    return None
 
 
 RATIO_METRICS = {"ok_rps": "req/s", "req_per_cpu_s": "req per server CPU-second"}
@@ -628,30 +668,34 @@ def markdown(results: dict[str, Any]) -> str:
              f"Command: `{results['command']}`  ",
              f"Machine: {env['cpu_model']}, {env['cores']} cores ({env['virtualization']}), kernel "
              f"{env['kernel']}, {env['memory_gib']} GiB  ",
-             f"Servers on core {server_cpu} (`taskset -c {server_cpu}`), wrk 1 thread on core {load_cpu} "
-             f"(`taskset -c {load_cpu}`); {s['duration_s']} s per point after {s['warmup_s']} s warm-up; "
-             "one-row JSON OIP request per call; ONNX Runtime "
+             f"Servers on core {server_cpu} (`taskset -c {server_cpu}`), the load generator (wrk for HTTP, h2load "
+             f"for gRPC, 1 thread) on core {load_cpu} (`taskset -c {load_cpu}`); {s['duration_s']} s per point after "
+             f"{s['warmup_s']} s warm-up; protocols {', '.join(s.get('protocols', ['json']))}; ONNX Runtime "
              f"{env['onnxruntime']} with 1 intra-op thread in every server.  ",
              f"modelfleet at {env['git']['commit'][:12]}"
              + (f" (serve/ changes not committed: {', '.join(env['git']['serve_dirty'])})"
                 if env["git"]["serve_dirty"] else "") + ".", "",
              "## Throughput and latency", "",
-             f"| server | model | C | req/s | p50 ms | p99 ms | non-2xx | socket errors | server CPU % | "
-             f"CPU µs/req | req per CPU-s | others on core {server_cpu} % | others on core {load_cpu} % |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             f"| server | model | protocol | rows/req | C | req/s | p50 ms | p99 ms | non-2xx | socket errors | "
+             f"server CPU % | CPU µs/req | req per CPU-s | others on core {server_cpu} % | "
+             f"others on core {load_cpu} % |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for record in results["servers"]:
         if record.get("error") and not record["runs"]:
-            lines.append(f"| {record['server']} | {record['model']} | – | failed: see below | | | | | | | | | |")
+            lines.append(f"| {record['server']} | {record['model']} | – | – | – | failed: see below "
+                         "| | | | | | | | | |")
         for run in record["runs"]:
             cpu = run["cpu"]
             per_req = f"{run['cpu_us_per_request']:.0f}" if run.get("cpu_us_per_request") else "–"
             per_cpu = f"{run['req_per_cpu_s']:,.0f}" if run.get("req_per_cpu_s") else "–"
             lines.append(
-                f"| {record['server']} | {record['model']} | {run['concurrency']}{' †' if run.get('noisy') else ''} | "
+                f"| {record['server']} | {record['model']} | {run.get('protocol', 'json')} | {run.get('rows', 1)} | "
+                f"{run['concurrency']}{' †' if run.get('noisy') else ''} | "
                 f"{run['ok_rps']:,.0f} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['non2xx']} | "
                 f"{run['socket_errors']} | {cpu['server_cpu_pct']:.0f} | {per_req} | {per_cpu} | "
                 f"{cpu['other_on_server_core_pct']:.0f} | {cpu['other_on_load_core_pct']:.0f} |")
-    lines += ["", "req/s counts 2xx answers only; latencies are wrk's (closed loop, per connection). "
+    lines += ["", "req/s counts 2xx answers only (gRPC: answers with grpc-status 0, see bench/serving/grpc_load.py); "
+              "latencies are wrk's or h2load's (closed loop, per connection). "
               f"'server CPU %' is the CPU time of the server's whole process group over the window (100 = all of "
               f"core {server_cpu}); 'CPU µs/req' and 'req per CPU-s' divide by it, so they change little when "
               f"other processes share the core. 'others on core N' is that core's busy time minus the server "
@@ -755,7 +799,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Versions", ""]
     for name, versions in env["packages"].items():
         lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
-    lines += [f"- wrk: {env['wrk']}", f"- wall time of this run: {results['wall_s']:.0f} s", ""]
+    lines += [f"- wrk: {env['wrk']}; {env.get('h2load', 'h2load: ?')}",
+              f"- wall time of this run: {results['wall_s']:.0f} s", ""]
     return "\n".join(lines)
 
 
@@ -773,6 +818,7 @@ def environment(ctx: dict[str, Any]) -> dict[str, Any]:
         "virtualization": f"{hypervisor.group(1).strip()} VM" if hypervisor else "bare metal or unknown",
         **{key: host[key] for key in ("kernel", "memory_gib")},
         "wrk": wrk_text.splitlines()[0] if wrk_text else "?",
+        "h2load": h2load_version(),
         "onnxruntime": ctx["ort_version"],
         "git": host["git"],
         "packages": {"modelfleet": ctx["modelfleet_packages"],
@@ -791,8 +837,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="base interpreter for the peers' virtualenvs (default python3)")
     parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                         help=f"comma-separated, from {', '.join(SERVERS)} (default all)")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="examples/<model> to serve")
-    parser.add_argument("--concurrency", default="1,8,32", help="wrk connections per point (default 1,8,32)")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"examples/<model> to serve; {LARGE_MODEL!r}: the large-input model, built on the fly "
+                             "and served by the --extra-servers only")
+    parser.add_argument("--protocols", default="json,grpc,binary",
+                        help="json (wrk), grpc (h2load), binary (Triton's binary tensors over HTTP, wrk; large "
+                             "input only); default all")
+    parser.add_argument("--extra-servers", default="modelfleet",
+                        help="servers that also get the large-input model and 32-row requests (default modelfleet)")
+    parser.add_argument("--concurrency", default="1,8,32", help="connections per point (default 1,8,32)")
+    parser.add_argument("--large-concurrency", default="1,8",
+                        help="connections per point for the large-input model (default 1,8)")
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per point (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load before each point")
     parser.add_argument("--ceiling-seconds", type=float, default=3.0,
@@ -823,6 +878,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown servers {unknown}; choose from {', '.join(SERVERS)}")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.large_concurrency = [int(c) for c in args.large_concurrency.split(",")]
+    args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    args.extra_servers = [s.strip() for s in args.extra_servers.split(",") if s.strip()]
     if args.server_cpu == args.load_cpu:
         parser.error("--server-cpu and --load-cpu must differ")
     return args
@@ -831,9 +889,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found (apt-get install -y {'wrk' if tool == 'wrk' else 'util-linux'})")
+    for tool, package in (("wrk", "wrk"), ("taskset", "util-linux"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None and (tool != "h2load" or "grpc" in args.protocols):
+            raise SystemExit(f"{tool} not found (apt-get install -y {package})")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     cache: Path = args.cache.resolve()
     work = cache / "runs" / stamp
@@ -860,10 +918,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if setup_errors else 0
 
     models = {m: prepare_model(m, mf_python, args.artifacts.resolve(), work) for m in args.models}
+    bodies = {m: prepare_bodies(mf_python, work / f"{m}.model.json", work, m == LARGE_MODEL) for m in models}
     results: dict[str, Any] = {
         "timestamp": stamp,
         "command": shlex.join([sys.executable, str(Path(sys.argv[0])), *(argv if argv is not None else sys.argv[1:])]),
         "settings": {"servers": args.servers, "models": args.models, "concurrency": args.concurrency,
+                     "large_concurrency": args.large_concurrency, "protocols": args.protocols,
+                     "extra_servers": args.extra_servers,
                      "duration_s": args.duration, "warmup_s": args.warmup, "server_cpu": args.server_cpu,
                      "load_cpu": args.load_cpu, "ceiling_seconds": args.ceiling_seconds, "tolerance": TOLERANCE,
                      "max_other": args.max_other, "retries": args.retries, "quiet_wait_s": args.quiet_wait,
@@ -879,14 +940,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["quiet_before_ceiling"] = wait_quiet((args.server_cpu, args.load_cpu), args.max_other,
                                                          args.quiet_wait)
             for name, info in models.items():
+                if name == LARGE_MODEL:
+                    continue
                 log(f"raw ONNX Runtime ceiling for {name} (core {args.server_cpu})")
                 results["ceiling"][name] = ort_ceiling(info, mf_python, args.server_cpu, args.ceiling_seconds)
             for server_name in args.servers:
                 server = SERVERS[server_name]
                 if server.venv and server.venv not in ctx["venvs"]:
                     continue
-                for info in models.values():
-                    results["servers"].append(bench_one(server, info, ctx, work, args))
+                extra = server_name in args.extra_servers
+                for name, info in models.items():
+                    if name == LARGE_MODEL and not extra:
+                        continue
+                    loads = loads_for(name, info["body_file"], bodies[name], extra, args.protocols)
+                    results["servers"].append(bench_one(server, info, loads, ctx, work, args))
         except KeyboardInterrupt:
             results["interrupted"] = True
             log("interrupted (the server that was running has been stopped); reporting what was measured")
@@ -894,8 +961,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["ps_end"] = ps_snapshot()
     results["environment"] = environment(ctx)
     results["ratios"] = ratios(results)
+    results["targets"] = targets(results)
     results["wall_s"] = time.monotonic() - started
-    report = markdown(results)
+    report = markdown(results) + targets_markdown(results["targets"])
     out_md = cache / f"serving-{stamp}.md"
     out_json = cache / f"serving-{stamp}.json"
     out_md.write_text(report)

@@ -1,10 +1,10 @@
 """KServe 0.21 ModelServer serving an ONNX Runtime session (Open Inference Protocol v2 over REST).
 
-    python kserve_ort.py --model_name NAME --model_path model.onnx --http_port P --enable_grpc false
+    python kserve_ort.py --model_name NAME --model_path model.onnx --http_port P --grpc_port G --enable_grpc true
 
 KServe's own flags (kserve.model_server.parser) apply. Two changes to KServe's defaults, both for the
-benchmark: the REST server listens on 127.0.0.1 (KServe hard-codes 0.0.0.0), and per-request logging
-(uvicorn access log, latency log) is off, as in the other servers measured.
+benchmark: the REST and gRPC servers listen on 127.0.0.1 (KServe hard-codes 0.0.0.0 and [::]), and
+per-request logging (uvicorn access log, latency log) is off, as in the other servers measured.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import kserve
 import uvicorn
 from kserve import InferOutput, InferRequest, InferResponse
+from kserve.protocol.grpc import server as grpc_server
 from kserve.protocol.rest import server as rest_server
 from kserve.utils.utils import generate_uuid
 from ort_session import session, signature
@@ -28,6 +29,17 @@ class _LoopbackConfig(uvicorn.Config):
         kwargs["host"] = LISTEN_HOST
         kwargs["access_log"] = False
         super().__init__(*args, **kwargs)
+
+
+def _loopback_grpc_server(*args: Any, **kwargs: Any) -> Any:
+    """grpc.aio.server whose add_insecure_port("[::]:P") listens on 127.0.0.1:P instead."""
+    server = _aio_server(*args, **kwargs)
+    add_port = server.add_insecure_port
+    server.add_insecure_port = lambda address: add_port(address.replace("[::]", LISTEN_HOST))
+    return server
+
+
+_aio_server = grpc_server.aio.server
 
 
 class OrtModel(kserve.Model):  # type: ignore[misc]
@@ -60,9 +72,10 @@ def main() -> None:
     parser.add_argument("--model_path", required=True, help="the ONNX file")
     args, _ = parser.parse_known_args()
     rest_server.uvicorn.Config = _LoopbackConfig
+    grpc_server.aio.server = _loopback_grpc_server
     model = OrtModel(args.model_name, args.model_path)
-    server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, enable_latency_logging=False,
-                                workers=1)
+    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc,
+                                enable_latency_logging=False, workers=1)
     logging.getLogger("uvicorn.access").disabled = True
     server.start([model])
 
