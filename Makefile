@@ -59,7 +59,7 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
-        unit integration pytest sanity collection-build test demo demo-down examples testbed molecule molecule-scenarios \
+        unit integration pytest sanity collection-build test test-side demo demo-down examples testbed molecule molecule-scenarios \
         molecule-prereqs molecule-run molecule-roles molecule-side bench-serving bench-drift \
         bench-rollout bench-scale lambda-rie lambda-package bench-serverless gpu-hardware-check \
         clean distclean
@@ -170,11 +170,18 @@ sanity: collection-build
 	cd $(SANITY_ROOT) && ANSIBLE_TEST_CONTENT_ROOT="$$PWD" \
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
-# The checks that need no host first; then pytest beside the shorter Molecule scenarios (two cores: one each);
-# then the timed scenarios alone (their fleet tests measure live traffic and must not share the machine).
-test: molecule-scenarios bootstrap venv collection lint sanity molecule-prereqs lambda-rie
-	$(MAKE) -j2 --output-sync=line pytest molecule-side
+# Two cores, two streams at a time: lint beside building what the tests need (the test hosts' image, the
+# examples, the wheelhouse); then pytest beside ansible-test sanity and the shorter Molecule scenarios; then
+# the timed scenarios alone (their fleet tests measure live traffic and must not share the machine).
+test: molecule-scenarios bootstrap venv collection
+	$(MAKE) -j2 --output-sync=line lint molecule-prereqs lambda-rie
+	$(MAKE) -j2 --output-sync=line pytest test-side
 	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
+
+# make test's companion of pytest, one after the other.
+test-side:
+	$(MAKE) sanity
+	$(MAKE) molecule-side
 
 ## --- serverless (docs/serverless.md) ----------------------------------------
 

@@ -112,6 +112,16 @@ def h2load(address: str, body_file: str, concurrency: int, seconds: int, cpu: in
             raise RuntimeError(f"h2load failed (exit {result.returncode}): {out[-800:]}{result.stderr[-800:]}")
         latencies = sorted(int(line.split("\t")[2]) for line in Path(requests_log.name).read_text().splitlines()
                            if line.count("\t") == 2)
+    return summarize(out, latencies, seconds, answer_bytes)
+
+
+def summarize(out: str, latencies: list[int], seconds: int, answer_bytes: int) -> dict[str, Any]:
+    """One h2load run's figures from its summary ``out`` and the per-request latencies (µs, sorted).
+
+    h2load counts a gRPC error as a success (HTTP 200, status in the trailers). Every good answer to the prepared
+    body is ``answer_bytes`` long (checked before the load) and an error carries no message, so the requests that
+    the data bytes do not account for are counted as not OK (``grpc_not_ok``) and left out of ``ok_rps``.
+    """
     succeeded = int(_number(r"(\d+) succeeded", out))
     failed = int(_number(r"(\d+) failed", out))
     errored = int(_number(r"(\d+) errored", out))
