@@ -9,6 +9,12 @@ every output as OIP JSON.
 
     python bench/serving/c1.py --src main=/path/to/main/src --src fastpath=src      # one run
     python bench/serving/c1.py bare-server MODEL_ONNX MODEL_NAME PORT               # the bare server alone
+    PYTHONPATH=src python bench/serving/c1.py dataplane ARTIFACT BODY_FILE SECONDS   # no HTTP: see below
+
+``dataplane`` sends the same request through ``DataPlane.infer`` in a loop, one at a time (decode, batcher,
+metrics, response object; no HTTP, no JSON encoding), and prints the CPU µs it costs per request: the part
+of the server the batcher's fast path changes, without the scheduling noise of two processes on a busy
+machine. The run does this too, for each ``--src``, after each round.
 
 Each ``--src LABEL=DIR`` is a `modelfleet serve` started with ``PYTHONPATH=DIR`` (so two revisions of the
 code are compared in one run with one interpreter); default: this checkout's src as ``modelfleet``. Run it
@@ -94,6 +100,45 @@ def bare_server(onnx: str, name: str, port: int) -> None:
                 server_header=False, date_header=False)
 
 
+def dataplane_cost(artifact: str, body_file: str, seconds: float) -> None:
+    """Print ``{"cpu_us_per_req": ..., "wall_us_per_req": ..., "requests": ...}`` for the loop described above."""
+    import asyncio
+
+    import uvloop
+
+    from modelfleet.serve.dataplane import DataPlane, InferResponse, ServerSettings
+    from modelfleet.serve.protocol import InferRequest, parse_infer_request
+    from modelfleet.serve.runtime import RuntimeOptions, TensorInfo
+
+    body = Path(body_file).read_bytes()
+
+    async def decode(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
+                     max_batch: int | None) -> InferRequest:
+        return parse_infer_request(body, inputs, outputs, max_batch)
+
+    async def respond(response: InferResponse) -> None:
+        pass
+
+    async def loop() -> dict[str, float]:
+        plane = DataPlane(ServerSettings(artifact=Path(artifact), runtime=RuntimeOptions(intra_op_threads=1)))
+        await plane.startup()
+        while not plane.ready:
+            await asyncio.sleep(0.05)
+        for _ in range(1000):
+            await plane.infer(decode, respond)
+        requests, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+        while time.perf_counter() - wall0 < seconds:
+            for _ in range(500):
+                await plane.infer(decode, respond)
+            requests += 500
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        await plane.shutdown()
+        return {"cpu_us_per_req": round(1e6 * cpu / requests, 1), "wall_us_per_req": round(1e6 * wall / requests, 1),
+                "requests": requests}
+
+    print(json.dumps(uvloop.run(loop())))
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -129,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv[:1] == ["bare-server"]:
         bare_server(argv[1], argv[2], int(argv[3]))
+        return 0
+    if argv[:1] == ["dataplane"]:
+        dataplane_cost(argv[1], argv[2], float(argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", action="append", default=[], metavar="LABEL=DIR",
@@ -207,7 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{point['cpu_us_per_req']} CPU µs/req, others on cores {point['other_on_server_core_pct']}"
                         f"/{point['other_on_load_core_pct']} %")
                     points.append(point)
-                results["rounds"].append({"loadavg": loadavg(), "quiet": quiet, "points": points})
+                dataplane = {}
+                for label, src in sources:
+                    looped = run_quiet(["taskset", "-c", str(args.server_cpu), sys.executable, __file__, "dataplane",
+                                          model["artifact"], str(body_file), str(args.duration)],
+                                         env=base_env | {"PYTHONPATH": str(Path(src).resolve())})
+                    if looped.returncode != 0:
+                        raise RuntimeError(f"dataplane loop with {src}: {looped.stderr[-500:]}")
+                    dataplane[label] = json.loads(looped.stdout.splitlines()[-1])
+                log(f"  in-process data plane, CPU µs/req: {({k: v['cpu_us_per_req'] for k, v in dataplane.items()})}")
+                results["rounds"].append({"loadavg": loadavg(), "quiet": quiet, "points": points,
+                                          "dataplane": dataplane})
     finally:
         results["stops"] = {running.server.name: stop(running) for running in servers}
     results["loadavg_end"] = loadavg()
@@ -249,6 +307,12 @@ def report(results: dict[str, Any]) -> str:
     for number, round_ in enumerate(results["rounds"], 1):
         lines.append(f"- {number} (load {round_['loadavg']}): " + ", ".join(
             f"{p['server']} {p['rps']:,.0f} / {p['cpu_us_per_req']:.0f}" for p in round_["points"]))
+    labels = list(results["rounds"][0]["dataplane"]) if results["rounds"] else []
+    lines += ["", "In-process data plane (`c1.py dataplane`, no HTTP), CPU µs/req, median of rounds: " + ", ".join(
+        f"{label} {statistics.median(r['dataplane'][label]['cpu_us_per_req'] for r in results['rounds']):.1f}"
+        for label in labels) + " (each round: " + "; ".join(
+        ", ".join(f"{label} {r['dataplane'][label]['cpu_us_per_req']:.1f}" for label in labels)
+        for r in results["rounds"]) + ")"]
     return "\n".join(lines) + "\n"
 
 
