@@ -2,10 +2,10 @@
 """C=1: `modelfleet serve` against a bare Starlette + orjson handler that runs the same session, no batching.
 
 One request in flight at a time (wrk, one connection, on core 1); every server on core 0, each in its own
-process group, all started at once and measured in turn, round after round (so that a change in the
-machine's load falls on all of them alike). The bare handler (``bare-server``, below) is the floor a
-batching server pays nothing above when it is alone: parse the OIP JSON, one ``session.run``, answer
-every output as OIP JSON.
+process group, all started at once and measured in turn, round after round, the order rotated each round
+(so that a change in the machine's load falls on all of them alike). The bare handler (``bare-server``,
+below) is the floor a batching server pays nothing above when it is alone: parse the OIP JSON, one
+``session.run``, answer every output as OIP JSON.
 
     python bench/serving/c1.py --src main=/path/to/main/src --src fastpath=src      # one run
     python bench/serving/c1.py bare-server MODEL_ONNX MODEL_NAME PORT               # the bare server alone
@@ -236,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quiet = wait_quiet([args.server_cpu, args.load_cpu], 10.0, args.quiet_wait)
                 log(f"round {round_number + 1}/{args.rounds}: load {loadavg()}, quiet {quiet}")
                 points = []
-                for running in servers:
+                turn = round_number % len(servers)  # each server goes first in some round, last in another
+                for running in servers[turn:] + servers[:turn]:
                     url = f"http://{HOST}:{running.port}/v2/models/{name}/infer"
                     wrk(url, str(body_file), 1, args.warmup, args.load_cpu)
                     window = Window(running.proc.pid)
