@@ -232,3 +232,246 @@ def test_the_model_can_run_on_a_worker_thread() -> None:
     for k, (y, _) in enumerate(results):
         np.testing.assert_array_equal(y, np.full((2, 2), 2.0 * k))
     assert model.threads and all(name.startswith("infer") for name in model.threads)
+
+
+# --- the idle fast path (Batcher.infer) and the drain (Batcher.stop) ---------------------------------------
+
+
+class GatedModel(FakeModel):
+    """A :class:`FakeModel` whose calls block until ``gate`` opens; ``entered`` is set when a call starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, inputs: dict[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().__call__(inputs)
+
+
+class Seen:
+    """What the batcher's observer reported."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.queued: list[float] = []
+        self.depths: list[int] = []
+
+    def observer(self) -> BatchObserver:
+        return BatchObserver(on_batch=lambda rows, _seconds: self.rows.append(rows), on_queued=self.queued.append,
+                             on_depth=self.depths.append)
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "executor"])
+def test_a_lone_request_runs_at_once_without_the_queue(threaded: bool) -> None:
+    model, seen = FakeModel(), Seen()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer") if threaded else None
+
+    async def scenario() -> list[npt.NDArray[Any]]:
+        batcher = Batcher(model, max_batch=8, max_delay=10.0, max_queue=4, executor=executor,
+                          observer=seen.observer(), incoming=lambda: 0)
+        # No consumer started: a request that went through the queue would never be answered.
+        outputs = await batcher.infer(_request(np.full((3, 2), 5.0)))
+        await batcher.stop()
+        return outputs
+
+    y, s = _run(scenario)
+    np.testing.assert_array_equal(y, np.full((3, 2), 10.0))
+    np.testing.assert_array_equal(s, [10.0, 10.0, 10.0])
+    assert seen.depths == [], "the queue held the request"
+    assert seen.rows == [3] and len(seen.queued) == 1  # the same metrics as a batch of one
+    assert model.batches == [(3, 2)]
+    if executor is not None:
+        executor.shutdown()
+        assert model.threads and all(name.startswith("infer") for name in model.threads)
+
+
+def test_a_request_with_others_on_their_way_is_queued() -> None:
+    model, seen = FakeModel(), Seen()
+
+    async def scenario() -> None:
+        batcher = Batcher(model, max_batch=8, max_delay=0.01, max_queue=4, observer=seen.observer(),
+                          incoming=lambda: 1)
+        batcher.start()
+        await batcher.infer(_request(np.ones((1, 2))))
+        with pytest.raises(ValueError, match="exceed the max batch"):  # the caller splits those
+            await batcher.infer(_request(np.ones((9, 2))))
+        await batcher.stop()
+
+    _run(scenario)
+    assert seen.depths == [1, 0] and seen.rows == [1] and model.batches == [(1, 2)]
+
+
+def test_requests_arriving_while_a_lone_request_executes_are_batched_together() -> None:
+    model, seen = GatedModel(), Seen()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+    arrays = [np.full((rows, 2), float(k)) for k, rows in enumerate((1, 1, 2, 1))]
+
+    async def scenario() -> list[list[npt.NDArray[Any]]]:
+        batcher = Batcher(model, max_batch=8, max_delay=10.0, max_queue=8, executor=executor,
+                          observer=seen.observer(), incoming=lambda: 0)
+        batcher.start()
+        lone = asyncio.create_task(batcher.infer(_request(arrays[0])))
+        assert await asyncio.to_thread(model.entered.wait, 10)
+        others = [asyncio.create_task(batcher.infer(_request(arrays[1])))]
+        await asyncio.sleep(0.01)  # the consumer had time to run: it waits for the execution in progress
+        others += [asyncio.create_task(batcher.infer(_request(a))) for a in arrays[2:]]
+        await asyncio.sleep(0)  # each has run to its await: queued behind the lone request
+        assert batcher.depth == 3
+        model.gate.set()
+        results = await asyncio.gather(lone, *others)
+        await batcher.stop()
+        return results
+
+    results = _run(scenario)
+    executor.shutdown()
+    for array, (y, s) in zip(arrays, results, strict=True):
+        np.testing.assert_array_equal(y, array * 2)
+        np.testing.assert_array_equal(s, array.sum(axis=1))
+    assert model.batches == [(1, 2), (4, 2)]
+    assert seen.rows == [1, 4] and seen.depths == [1, 2, 3, 0]
+
+
+def test_concurrent_requests_each_get_exactly_their_own_rows_on_either_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model, seen = FakeModel(), Seen()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+    rng = np.random.default_rng(7)
+    arrays = [rng.normal(size=(int(rng.integers(1, 5)), 3)) for _ in range(80)]
+    on_the_way = [0]
+
+    async def one(array: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+        on_the_way[0] += 1
+        await asyncio.sleep(0 if rng.random() < 0.5 else 0.001)  # the body is read
+        on_the_way[0] -= 1
+        return await batcher.infer(_request(array))
+
+    async def scenario() -> list[list[npt.NDArray[Any]]]:
+        batcher.start()
+        tasks = []
+        for array in arrays:
+            tasks.append(asyncio.create_task(one(array)))
+            if rng.random() < 0.3:
+                await asyncio.sleep(0.002 if rng.random() < 0.3 else 0)
+        results = await asyncio.gather(*tasks)
+        await batcher.stop()
+        return results
+
+    batcher = Batcher(model, max_batch=8, max_delay=0.005, max_queue=100, executor=executor,
+                      observer=seen.observer(), incoming=lambda: on_the_way[0])
+    queued: list[InferRequest] = []
+    submit = batcher.submit
+    monkeypatch.setattr(batcher, "submit", lambda request: (queued.append(request), submit(request))[1])
+    results = _run(scenario)
+    executor.shutdown()
+    for array, (y, s) in zip(arrays, results, strict=True):
+        np.testing.assert_array_equal(y, array * 2)
+        np.testing.assert_array_equal(s, array.sum(axis=1))
+    assert sum(seen.rows) == sum(len(a) for a in arrays) and len(seen.queued) == len(arrays)
+    assert len(model.batches) < len(arrays), "requests were never batched together"
+    assert 0 < len(queued) < len(arrays), "only one of the two paths was taken"
+
+
+@pytest.mark.parametrize("on_the_way", [0, 1], ids=["lone", "queued"])
+def test_a_failing_request_is_settled_alike_on_both_paths(on_the_way: int) -> None:
+    model, seen = FakeModel(), Seen()
+
+    async def scenario() -> None:
+        batcher = Batcher(model, max_batch=8, max_delay=0.001, max_queue=4, observer=seen.observer(),
+                          incoming=lambda: on_the_way)
+        batcher.start()
+        with pytest.raises(ValueError, match="NaN in the input"):
+            await batcher.infer(_request(np.array([[1.0, np.nan]])))
+        y, _ = await batcher.infer(_request(np.ones((2, 2))))  # the batcher is not left busy
+        np.testing.assert_array_equal(y, np.full((2, 2), 2.0))
+        await batcher.stop()
+
+    _run(scenario)
+    assert seen.rows == [2] and len(seen.queued) == 2  # a failed execution is not counted as a batch
+    assert seen.depths == ([] if on_the_way == 0 else [1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("on_the_way", [0, 1], ids=["lone", "queued"])
+def test_a_cancelled_caller_is_settled_alike_on_both_paths(on_the_way: int) -> None:
+    model, seen = GatedModel(), Seen()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+
+    async def scenario() -> list[npt.NDArray[Any]]:
+        batcher = Batcher(model, max_batch=8, max_delay=0.001, max_queue=4, executor=executor,
+                          observer=seen.observer(), incoming=lambda: on_the_way)
+        batcher.start()
+        gone = asyncio.create_task(batcher.infer(_request(np.ones((1, 2)))))
+        assert await asyncio.to_thread(model.entered.wait, 10)
+        gone.cancel()  # its client went away while the model ran its request
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        kept = asyncio.create_task(batcher.infer(_request(np.full((2, 2), 3.0))))
+        await asyncio.sleep(0)
+        assert batcher.depth == 1, "a request ran beside the execution still in progress"
+        model.gate.set()
+        outputs = await kept
+        await batcher.stop()
+        return outputs
+
+    y, _ = _run(scenario)
+    executor.shutdown()
+    np.testing.assert_array_equal(y, np.full((2, 2), 6.0))
+    assert model.batches == [(1, 2), (2, 2)] and seen.rows == [1, 2]
+
+
+def test_stop_answers_the_lone_request_and_the_queue_then_refuses_new_work() -> None:
+    model = GatedModel()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+    on_the_way = [0]
+    arrays = [np.full((1, 2), 1.0), np.full((2, 2), 2.0), np.full((1, 2), 3.0)]
+
+    async def scenario() -> list[list[npt.NDArray[Any]]]:
+        batcher = Batcher(model, max_batch=8, max_delay=60.0, max_queue=8, executor=executor,
+                          incoming=lambda: on_the_way[0])
+        batcher.start()
+        lone = asyncio.create_task(batcher.infer(_request(arrays[0])))
+        assert await asyncio.to_thread(model.entered.wait, 10)
+        on_the_way[0] = 1  # someone is always on the way: only the drain dispatches the queue before 60 s
+        queued = [asyncio.create_task(batcher.infer(_request(a))) for a in arrays[1:]]
+        await asyncio.sleep(0)
+        stopping = asyncio.create_task(batcher.stop())
+        await asyncio.sleep(0.01)
+        assert not stopping.done(), "stop() returned while requests were still waiting"
+        with pytest.raises(RuntimeError, match="server shutting down"):
+            await batcher.infer(_request(np.ones((1, 2))))
+        model.gate.set()
+        results = await asyncio.gather(lone, *queued)
+        await stopping
+        return results
+
+    results = _run(scenario)
+    executor.shutdown()
+    for array, (y, _) in zip(arrays, results, strict=True):
+        np.testing.assert_array_equal(y, array * 2)
+    assert model.batches == [(1, 2), (3, 2)]
+
+
+@pytest.mark.parametrize("on_the_way", [0, 1], ids=["lone", "queued"])
+def test_stop_does_not_wait_for_a_model_call_nobody_waits_for(on_the_way: int) -> None:
+    model = GatedModel()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+
+    async def scenario() -> None:
+        batcher = Batcher(model, max_batch=8, max_delay=0.001, max_queue=4, executor=executor,
+                          incoming=lambda: on_the_way)
+        batcher.start()
+        gone = asyncio.create_task(batcher.infer(_request(np.ones((1, 2)))))
+        assert await asyncio.to_thread(model.entered.wait, 10)
+        gone.cancel()  # the server's drain timeout cut it short
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await asyncio.wait_for(batcher.stop(), 10)
+        assert not model.gate.is_set() and model.batches == [], "the model call was not still running"
+
+    try:
+        _run(scenario)
+    finally:
+        model.gate.set()
+        executor.shutdown()

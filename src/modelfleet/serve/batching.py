@@ -7,6 +7,16 @@ up while the previous batch executes anyway. Requests whose inner dimensions dif
 batch). The queue is bounded in requests: a full queue refuses new work (the server answers 503
 with ``Retry-After``) instead of letting latency grow without limit. When a batch fails, each of
 its requests is retried alone so that one malformed request cannot fail its neighbours.
+
+Idle fast path (:meth:`Batcher.infer`): a request that finds the batcher idle — nothing queued, nothing
+executing, no other accepted request on its way — would be dispatched alone at once by the rule above,
+so it skips the queue and its consumer task: it runs at once, on the same executor (the caller's task
+when inline), through the same execution code (observer hooks, error isolation, settling). Requests
+that arrive while it executes queue and go together in the next batch.
+
+``stop()`` drains: new work is refused; what is queued is dispatched at once and every request whose
+caller still waits is answered before it returns. A model call nobody waits for any more (its callers
+were cancelled, e.g. by the server's drain timeout) is not waited for.
 """
 
 from __future__ import annotations
@@ -64,6 +74,10 @@ class Batcher:
         self._pending_rows = 0
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch or a lone request is executing
+        self._closed = False  # stop() was called: no new work
+        self._executing: list[_Job] = []  # the jobs of the execution in progress
+        self._lone: asyncio.Task[None] | None = None  # a lone request executing on the executor
 
     @property
     def depth(self) -> int:
@@ -78,19 +92,61 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._consume(), name="batcher")
 
     async def stop(self) -> None:
+        """Refuse new work, answer every request whose caller still waits (the queue is dispatched without
+        waiting for the delay), then end the consumer; with no consumer started, what is queued fails."""
+        self._closed = True
+        self._arrived.set()
+        queued = self._pending if self._task is not None else ()
+        waiting = {job.future for job in (*queued, *self._executing) if not job.future.done()}
+        if waiting:
+            await asyncio.wait(waiting)  # each is answered, or cancelled by its caller
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._lone is not None:
+            self._lone.cancel()  # still running only if its caller is gone
         for job in self._pending:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("server shutting down"))
+            _settle(job.future, exception=RuntimeError("server shutting down"))
         self._pending.clear()
 
+    def _idle(self) -> bool:
+        """Whether a request arriving now would run at once, alone: nothing queued or executing, no other
+        accepted request on its way."""
+        return not (self._pending or self._busy or self._closed) and self.incoming() == 0
+
+    async def infer(self, request: InferRequest) -> Outputs:
+        """``request``'s outputs: run at once when the batcher is idle, else queued by :meth:`submit` (which
+        refuses a request of more than ``max_batch`` rows). Raises what the model raised."""
+        if request.rows > self.max_batch or not self._idle():
+            return await self.submit(request)
+        job = _Job(request, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._busy, self._executing = True, [job]
+        if self.executor is None:
+            await self._run_lone(job)  # never suspends: nothing interleaves, and nothing can cancel it midway
+        else:  # a task, so that a cancelled caller leaves the batcher busy until the model call returns
+            self._lone = asyncio.get_running_loop().create_task(self._run_lone(job), name="batcher-lone")
+        return await job.future
+
+    async def _run_lone(self, job: _Job) -> None:
+        try:
+            await self._execute([job])
+        finally:
+            self._busy, self._executing, self._lone = False, [], None
+            if self._pending:
+                self._arrived.set()  # what queued meanwhile goes next, together
+
     def submit(self, request: InferRequest) -> asyncio.Future[Outputs]:
+        """Queue ``request``; its future gets its outputs. Raises :class:`QueueFullError` when the queue is full,
+        ``ValueError`` for a request of more than ``max_batch`` rows (the caller splits those)."""
+        if request.rows > self.max_batch:
+            raise ValueError(f"{request.rows} rows exceed the max batch of {self.max_batch}")
         if len(self._pending) >= self.max_queue:
             raise QueueFullError
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(RuntimeError("server shutting down"))
+            return future
         self._pending.append(_Job(request, future, time.perf_counter()))
         self._pending_rows += request.rows
         self._arrived.set()
@@ -99,12 +155,12 @@ class Batcher:
 
     async def _consume(self) -> None:
         while True:
-            if not self._pending:
+            if not self._pending or self._busy:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
             deadline = self._pending[0].enqueued + self.max_delay
-            while self._pending_rows < self.max_batch and self.incoming() > 0:
+            while self._pending_rows < self.max_batch and self.incoming() > 0 and not self._closed:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -116,7 +172,11 @@ class Batcher:
                     break
             batch = self._take()
             if batch:
-                await self._execute(batch)
+                self._busy, self._executing = True, batch
+                try:
+                    await self._execute(batch)
+                finally:
+                    self._busy, self._executing = False, []
 
     def _take(self) -> list[_Job]:
         batch: list[_Job] = []

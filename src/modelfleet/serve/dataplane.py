@@ -285,7 +285,8 @@ class DataPlane:
 
     async def _run(self, request: InferRequest, batcher: Batcher, metrics: ServerMetrics) -> list[npt.NDArray[Any]]:
         """The request's outputs. A request with more rows than the max batch is split into chunks of the max
-        batch that queue like any request (each an execution the warm-up and TensorRT profile cover)."""
+        batch that queue like any request (each an execution the warm-up and TensorRT profile cover); one that
+        finds the batcher idle runs at once (:meth:`Batcher.infer`)."""
         chunks = [request] if request.rows <= batcher.max_batch else _chunks(request, batcher.max_batch)
         if len(chunks) > batcher.max_queue:
             raise ProtocolError(413, f"{request.rows} rows need {len(chunks)} batches of {batcher.max_batch}; the "
@@ -295,10 +296,11 @@ class DataPlane:
             metrics.failure["queue_full"].inc()
             raise ProtocolError(503, f"the request queue is full ({batcher.max_queue} requests waiting); "
                                      "retry later", RETRY)
-        futures = [batcher.submit(chunk) for chunk in chunks]  # cannot fail: there is room, and no await between
+        futures: list[asyncio.Future[list[npt.NDArray[Any]]]] = []
         try:
-            if len(futures) == 1:
-                return await futures[0]
+            if len(chunks) == 1:  # run at once when the batcher is idle, else queued
+                return await batcher.infer(request)
+            futures = [batcher.submit(chunk) for chunk in chunks]  # cannot fail: there is room, and no await between
             results = await asyncio.gather(*futures)
         except asyncio.CancelledError:
             # The drain timeout (or a forced exit) cut this request short: the transport answers it
