@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from concurrent import futures
+from pathlib import Path
 
 SERVICE, METHOD = "inference.GRPCInferenceService", "ModelInfer"
 ANSWER = b"\x0a\x03abc"
@@ -55,7 +56,8 @@ def serve(kind: str, port: int, option: str | None) -> None:
             uvloop.install()
         asyncio.run(main())
     else:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=int(option or 4)), options=[("grpc.so_reuseport", 0)])
+        pool = futures.ThreadPoolExecutor(max_workers=int(option or 4))
+        server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers([handler(echo)])
         server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
@@ -63,7 +65,7 @@ def serve(kind: str, port: int, option: str | None) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
