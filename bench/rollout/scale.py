@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import ROOT, host_environment, loadavg, log, run_quiet
+from bench.rollout.scale_cpu import CpuSplit
 from bench.rollout.scale_standins import StandInPrometheus, WeightWatcher
 from modelfleet.durations import parse_duration
 
@@ -193,10 +194,13 @@ def one_rollout(hosts: int, inventory: Path, addresses: dict[str, str], env: dic
     watcher = WeightWatcher(addresses, MODEL, "green", interval=poll)
     watcher.start()
     time.sleep(max(0.5, 3 * poll))  # every host's starting weight read before anything changes
+    cpu = CpuSplit(env["DOCKER_HOST"], list(addresses))
     try:
+        cpu.start()
         wall, document = playbook(inventory, "rollout.yml", env, {
             "scale_prometheus_url": prometheus.url, "scale_state_dir": str(state_dir),
             "scale_rollout_overrides": {"steps": list(STEPS), "interval": f"{interval:g}s"}})
+        cpu_split = cpu.stop(wall)
     finally:
         watcher.stop()
         prometheus.stop()
@@ -210,7 +214,8 @@ def one_rollout(hosts: int, inventory: Path, addresses: dict[str, str], env: dic
             "max_spread_s": max((c["spread_s"] for c in changes if c["spread_s"] is not None), default=None),
             "all_hosts_seen": all(c["hosts_seen"] == c["hosts"] for c in changes),
             "poll_errors": sum(t.errors for t in watcher.traces.values()),
-            "stand_in_queries": len(prometheus.queries), "time_by_task_s": time_by_task(document)}
+            "stand_in_queries": len(prometheus.queries), "time_by_task_s": time_by_task(document),
+            "cpu_s": cpu_split}
 
 
 def measure(hosts: int, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
@@ -227,8 +232,10 @@ def measure(hosts: int, env: dict[str, str], args: argparse.Namespace) -> dict[s
             log(f"N={hosts}: rollout {repeat + 1}/{args.repeat} (load {loadavg()[0]:.1f})")
             runs.append(one_rollout(hosts, inventory, addresses, env, args.interval_s, args.poll))
             run = runs[-1]
+            cpu = run["cpu_s"]
             log(f"N={hosts}: wall {run['wall_s']:.1f} s, overhead/step {run['overhead_per_step_s']:.2f} s, "
-                f"max spread {run['max_spread_s']} s")
+                f"max spread {run['max_spread_s']} s; CPU s: controller {cpu['controller_s']:.1f}, "
+                f"hosts {cpu['hosts_s']:.1f} (max {cpu['host_max_s']:.1f} per host), engine {cpu['engine_s']:.1f}")
     finally:
         if not args.keep:
             run_quiet([fleet, "down", str(inventory)], env=fleet_env)
@@ -246,6 +253,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"overhead_per_step_s": stats([r["overhead_per_step_s"] for r in runs]),
             "weight_task_s": stats([s for r in runs for s in r["weight_task_s"]]),
             "spread_s": stats(spreads) if spreads else None,
+            "cpu_s": {part: stats([r["cpu_s"][part] for r in runs])
+                      for part in ("controller_s", "hosts_s", "host_max_s", "engine_s")},
             "all_hosts_seen": all(r["all_hosts_seen"] for r in runs)}
 
 
@@ -262,14 +271,18 @@ def growth(results: list[dict[str, Any]], key: str) -> float | None:
 
 def table(results: list[dict[str, Any]], interval: float) -> str:
     lines = ["| hosts | rollouts | overhead per step, s (median, min–max) | weight task, s (median, max) "
-             "| weight spread across hosts, s (median, max) | all hosts seen |",
-             "|---:|---:|---|---|---|---|"]
+             "| weight spread across hosts, s (median, max) | all hosts seen "
+             "| CPU s: controller, hosts (max per host), engine |",
+             "|---:|---:|---|---|---|---|---|"]
     for result in results:
         s = result["summary"]
         o, w, sp = s["overhead_per_step_s"], s["weight_task_s"], s["spread_s"]
         spread = f"{sp['median']:.2f}, {sp['max']:.2f}" if sp else "n/a"
+        c = {part: v["median"] for part, v in s["cpu_s"].items()}
+        cpu = f"{c['controller_s']:.0f}, {c['hosts_s']:.0f} ({c['host_max_s']:.1f}), {c['engine_s']:.0f}"
         lines.append(f"| {result['hosts']} | {o['n']} | {o['median']:.2f} ({o['min']:.2f}–{o['max']:.2f}) "
-                     f"| {w['median']:.2f}, {w['max']:.2f} | {spread} | {'yes' if s['all_hosts_seen'] else 'NO'} |")
+                     f"| {w['median']:.2f}, {w['max']:.2f} | {spread} | {'yes' if s['all_hosts_seen'] else 'NO'} "
+                     f"| {cpu} |")
     slope_o, slope_w = growth(results, "overhead_per_step_s"), growth(results, "weight_task_s")
     if slope_o is not None and slope_w is not None:
         lines.append("")

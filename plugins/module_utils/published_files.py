@@ -12,6 +12,7 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import base64
 import grp
 import os
 import pwd
@@ -64,6 +65,17 @@ def current(path: str) -> tuple[bytes | None, os.stat_result | None]:
         return None, None
     except OSError as exc:
         raise PublishError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def slurp(path: str) -> dict[str, t.Any]:
+    """``path`` as ansible.builtin.slurp returns it (``source``, base64 ``content``, ``encoding``); a file that
+    cannot be read has no ``content`` but a ``msg`` saying why (slurp's failure, as data)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return {"source": path, "msg": "cannot read %s: %s" % (path, exc.strerror or exc)}
+    return {"source": path, "content": base64.b64encode(data).decode("ascii"), "encoding": "base64"}
 
 
 def publish(path: str, content: str, mode: int, uid: int, gid: int, check: bool) -> dict[str, t.Any]:

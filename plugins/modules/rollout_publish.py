@@ -14,8 +14,10 @@ short_description: Publish a rollout decision on a serving host and set the next
 version_added: "0.1.0"
 description:
   - One rollout step on one serving host in a single module run (one remote execution instead of the several
-    that M(ansible.builtin.copy) and M(modelfleet.serving.router_weight) take one after the other).
-  - First writes O(files) in their order (the copy of the rollout state kept with the fleet, the textfile
+    that M(ansible.builtin.slurp), M(ansible.builtin.copy) and M(modelfleet.serving.router_weight) take one
+    after the other).
+  - First reads O(read) (nothing is changed by that), returned as M(ansible.builtin.slurp) returns a file.
+  - Then writes O(files) in their order (the copy of the rollout state kept with the fleet, the textfile
     metrics), each whole and atomically (a temporary file beside it, flushed, then renamed over it), so a
     reader never sees half a file. A file that already has the content is not rewritten.
   - Then, with O(weights), sets the weights of the model's slots in the HAProxy router exactly as
@@ -26,6 +28,14 @@ description:
 author:
   - modelfleet contributors (@modelfleet)
 options:
+  read:
+    description:
+      - Files to read before anything is written, each returned in RV(read) (in this order).
+      - A file that cannot be read (missing, a directory, no permission) fails nothing; its entry has no
+        C(content) but a C(msg), as an M(ansible.builtin.slurp) with C(failed_when=false) leaves it.
+    type: list
+    elements: path
+    default: []
   files:
     description:
       - Files to write before the weights, in order.
@@ -41,15 +51,24 @@ options:
         description: The whole text of the file.
         type: str
         required: true
+      mode:
+        description: Permissions of this file; O(mode) when not given.
+        type: str
+      owner:
+        description: Owner of this file; O(owner) when not given.
+        type: str
+      group:
+        description: Group of this file; O(group) when not given.
+        type: str
   mode:
-    description: Permissions of every file in O(files), as 3 or 4 octal digits.
+    description: Permissions of the files in O(files), as 3 or 4 octal digits.
     type: str
     default: "0644"
   owner:
-    description: Owner of every file in O(files) (a user name or uid); left as it is when not given.
+    description: Owner of the files in O(files) (a user name or uid); left as it is when not given.
     type: str
   group:
-    description: Group of every file in O(files) (a group name or gid); left as it is when not given.
+    description: Group of the files in O(files) (a group name or gid); left as it is when not given.
     type: str
   socket:
     description: HAProxy's runtime API socket (admin level), as in M(modelfleet.serving.router_weight).
@@ -122,6 +141,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+read:
+  description:
+    - Each file of O(read), in order, as M(ansible.builtin.slurp) returns it (C(source), C(content) in base64,
+      C(encoding)); without C(content) but with C(msg) when it could not be read.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{source: /var/lib/modelfleet/releases/credit-risk.json, content: e30K, encoding: base64}]
 files:
   description: Each file of O(files), in order, and whether it changed (content or mode and owner).
   returned: always
@@ -143,15 +170,23 @@ from ansible_collections.modelfleet.serving.plugins.module_utils.published_files
     group_id,
     parse_mode,
     publish,
+    slurp,
     user_id,
 )
 
 ARGUMENT_SPEC = dict(
+    read=dict(type="list", elements="path", default=[]),
     files=dict(
         type="list",
         elements="dict",
         default=[],
-        options=dict(path=dict(type="path", required=True), content=dict(type="str", required=True)),
+        options=dict(
+            path=dict(type="path", required=True),
+            content=dict(type="str", required=True),
+            mode=dict(type="str"),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+        ),
     ),
     mode=dict(type="str", default="0644"),
     owner=dict(type="str"),
@@ -179,7 +214,7 @@ def router_params(params: dict[str, t.Any]) -> dict[str, t.Any]:
 
 def run(module: AnsibleModule) -> dict[str, t.Any]:
     params = module.params
-    result: dict[str, t.Any] = dict(changed=False, files=[])
+    result: dict[str, t.Any] = dict(changed=False, read=[slurp(path) for path in params["read"]], files=[])
     diffs = []
     paths = [entry["path"] for entry in params["files"]]
     if len(set(paths)) != len(paths):
@@ -189,7 +224,10 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
         mode = parse_mode(params["mode"])
         uid, gid = user_id(params["owner"]), group_id(params["group"])
         for entry in params["files"]:
-            done = publish(entry["path"], entry["content"], mode, uid, gid, module.check_mode)
+            done = publish(entry["path"], entry["content"],
+                           mode if entry["mode"] is None else parse_mode(entry["mode"]),
+                           uid if entry["owner"] is None else user_id(entry["owner"]),
+                           gid if entry["group"] is None else group_id(entry["group"]), module.check_mode)
             result["files"].append(dict(path=done["path"], changed=done["changed"]))
             result["changed"] = result["changed"] or done["changed"]
             if done["content_changed"]:

@@ -6,7 +6,9 @@ runtime API socket, as in that module's unit tests; the rollout role's integrati
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -89,6 +91,30 @@ def test_check_mode_writes_nothing(run: Any, tmp_path: Path) -> None:
     result = run(files=files(tmp_path), _ansible_check_mode=True, _ansible_diff=True)
     assert result["changed"] and list(tmp_path.iterdir()) == []
     assert result["diff"][0]["before"] == ""
+
+
+def test_a_file_can_set_its_own_mode_and_group(run: Any, tmp_path: Path) -> None:
+    wanted = files(tmp_path)
+    wanted[1] = {**wanted[1], "mode": "0600", "group": str(os.getgid())}
+    assert run(files=wanted, mode="0644")["changed"]
+    modes = [stat.S_IMODE(Path(e["path"]).stat().st_mode) for e in wanted]
+    assert modes == [0o644, 0o600] and Path(wanted[1]["path"]).stat().st_gid == os.getgid()
+    result = run(files=[{**wanted[0], "mode": "x"}])
+    assert result["failed"] and "not 'x'" in result["msg"]
+
+
+def test_reads_before_it_writes_as_slurp_returns_files(run: Any, tmp_path: Path) -> None:
+    wanted = files(tmp_path)[:1]
+    path = Path(wanted[0]["path"])
+    path.write_text("old\n")
+    result = run(read=[str(path), str(tmp_path / "missing.json"), str(tmp_path)], files=wanted)
+    first, missing, directory = result["read"]
+    assert first == {"source": str(path), "content": base64.b64encode(b"old\n").decode(), "encoding": "base64"}
+    assert "content" not in missing and "No such file" in missing["msg"]
+    assert "content" not in directory and "Is a directory" in directory["msg"]
+    assert path.read_text() == wanted[0]["content"], "then it writes"
+    alone = run(read=[str(path)], _ansible_check_mode=True)
+    assert not alone["changed"] and base64.b64decode(alone["read"][0]["content"]) == wanted[0]["content"].encode()
 
 
 @pytest.mark.parametrize(
