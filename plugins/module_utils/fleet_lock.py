@@ -15,6 +15,8 @@ import json
 import os
 import time
 
+from ansible_collections.modelfleet.serving.plugins.module_utils.published_files import replace_atomically
+
 FORMAT = 1
 
 
@@ -129,13 +131,7 @@ def release(path, owner, now, check=False):
 
 
 def _replace(path, holder):
-    temporary = "%s.%d.tmp" % (path, os.getpid())
-    with open(temporary, "w") as handle:
-        handle.write(json.dumps(holder, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temporary, 0o644)
-    os.rename(temporary, path)
+    replace_atomically(path, (json.dumps(holder, sort_keys=True) + "\n").encode("utf-8"), 0o644)
 
 
 def _remove(path):

@@ -20,9 +20,10 @@ import errno
 import os
 import socket
 import stat
-import tempfile
 import time
 import typing as t
+
+from ansible_collections.modelfleet.serving.plugins.module_utils.published_files import replace_atomically
 
 WEIGHT_MIN = 0
 WEIGHT_MAX = 256
@@ -291,19 +292,7 @@ class RuntimeApi:
         """Write ``show servers state`` (all backends) to ``path`` atomically: what the next start loads."""
         dump = self.command("show servers state")
         parse_servers_state(dump)  # refuse to write anything but a well-formed dump
-        directory = os.path.dirname(path) or "."
-        handle, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(dump)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        replace_atomically(path, dump.encode("utf-8"), 0o644)
 
     def wait_up(
         self, backend: str, names: t.Iterable[str], timeout: float, interval: float = 0.2

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: modelfleet contributors
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
-"""Small text files written whole and atomically (the rollout state copy, the textfile metrics).
+"""Small files written whole and atomically: the rollout state copy, the textfile metrics, the release records,
+the router's server state file and the rollout lock (one routine for all: ``replace_atomically``).
 
 A reader sees the old content or the new one, never a part: the new content goes to a temporary file beside
 the destination (same directory, same file system), is flushed to disk with its mode and owner set, then renamed
@@ -107,7 +108,7 @@ def publish(path: str, content: str, mode: int, uid: int, gid: int, check: bool)
         return result
     try:
         if content_changed:
-            _replace(path, data, mode, uid, gid)
+            replace_atomically(path, data, mode, uid, gid)
         else:
             os.chmod(path, mode)
             os.chown(path, uid, gid)
@@ -130,15 +131,18 @@ def make_directories(directory: str, uid: int, gid: int) -> None:
         raise PublishError("cannot create the directory %s: %s" % (created, exc.strerror or exc)) from None
 
 
-def _replace(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path))
+def replace_atomically(path: str, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """Write ``data`` to ``path`` whole: a temporary file beside it, flushed to disk with ``mode`` and owner
+    ``uid``:``gid`` (-1: the writer's), renamed over ``path``. Raises OSError; no temporary file is left behind."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".%s." % os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
-        os.chown(temporary, uid, gid)
+        if uid != -1 or gid != -1:
+            os.chown(temporary, uid, gid)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

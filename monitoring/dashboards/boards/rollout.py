@@ -39,7 +39,8 @@ def rollout() -> Board:
             f'(modelfleet_rollout_role{{{model}, role="{name}"}} == 1))'
         )
 
-    router = f'proxy=~"$model", {HOST}'
+    # The model's HTTP backend and its gRPC twin (<model>_grpc, same slots, same weights): both splits shown.
+    router = f'proxy=~"$model|${{model}}_grpc", {HOST}'
     legend = "{{role}} v{{version}}"
     board = Board(
         "modelfleet-rollout",
@@ -124,7 +125,8 @@ def rollout() -> Board:
         graph(
             "Router weights (HAProxy)",
             "haproxy_server_weight of the model's slots (the router's backend is named like the model, its "
-            "servers are the slots blue and green), as a share of the backend: what the routers apply.",
+            "servers are the slots blue and green; <model>_grpc is its gRPC twin with the same weights), as a "
+            "share of the backend: what the routers apply.",
             [
                 query(
                     f"100 * max by (proxy, server) (haproxy_server_weight{{{router}}} / on (host, proxy) "
