@@ -326,7 +326,11 @@ def test_grpc_slot_killed_under_clients(
     print(f"\nslot killed under 6 gRPC clients: {len(load.results)} calls, {len(after_kill)} after the kill, "
           f"errors {len(load.errors)} {load.errors[:3]}; (wretr, wredis) backend "
           f"{stats['BACKEND']['wretr']}, {stats['BACKEND']['wredis']}")
-    assert load.errors == []
+    # A call whose answer the killed server had already begun (DATA sent, trailers not) cannot be retried by any
+    # router: that client sees its stream cut ("Stream removed"). Only such calls may fail, at most one per client
+    # thread (the calls in flight at the kill); every other call is retried or redispatched to blue.
+    cut_mid_answer = [error for error in load.errors if "Stream removed" in error]
+    assert load.errors == cut_mid_answer and len(cut_mid_answer) <= 6, load.errors
     assert all(slot == "blue" for sent, slot in load.results if sent >= marked_down)
     # Calls met the dead slot before the HTTP health checks marked it down (the gRPC servers have no checks of
     # their own): HAProxy retried them elsewhere, or the test proved nothing.
