@@ -11,7 +11,8 @@ one docs/rollout.md promises, and that is what is asserted: the rollout is rolle
 run fails naming the lost host as left for reconciliation, the rollout state says rolled_back with a reason that
 names the host, and no client request of the other router fails. Then the host is started again: it still has
 canary 11 in its record (what issue 15 found: a rolled-back canary serving on a returned host). The next
-deploy_model.yml reconciles it first (the canary aborted there), then rolls v11 out on both hosts and promotes it.
+deploy_model.yml, under client load on both routers, reconciles it first (the canary aborted there), then rolls
+v11 out on both hosts and promotes it, with no failed client request.
 """
 
 from __future__ import annotations
@@ -78,11 +79,27 @@ def test_a_serving_host_lost_mid_rollout_is_rolled_back_then_reconciled(workdir:
     wait_until(lambda: docker("exec", lost, "systemctl", "is-active", "haproxy", check=False).stdout.strip()
                == "active", 180, f"HAProxy on {lost}")
     assert release(lost)["canary"]["version"] == CANARY, "the returned host still names the canary"
-    # The next deploy brings the returned host in line first, then rolls canary 11 out on both (a good version).
-    again = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
+    # Its router answers again once its model servers are up (warm-up calls, not counted).
+    warm_up = _load("traffic").Traffic([ROUTERS[1]], clients=1, rate_per_client=20.0)
+    warm_up.start()
+    try:
+        wait_until(lambda: warm_up.snapshot()[0].get("ok", 0) >= 40, 180, f"{lost}'s router answering")
+    finally:
+        warm_up.stop()
+    # The next deploy brings the returned host in line first, then rolls canary 11 out on both (a good version),
+    # judged on the load of both routers (as the fleet's other rollouts), none of whose requests may fail.
+    clients = _load("traffic").Traffic(ROUTERS, clients=4, rate_per_client=30.0)
+    clients.start()
+    try:
+        again = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
+    finally:
+        clients.stop()
     assert re.search(rf"{lost}: {MODEL} abort: the fleet's rollout of canary {CANARY} ended rolled_back",
                      said_by(again)), said_by(again)[-4000:]
     report_steps(rollout_state(workdir))
+    print(f"clients of both routers during the reconciling deploy: {dict(clients.snapshot()[0])}; "
+          f"answered by version: {dict(clients.snapshot()[1])}")
+    assert clients.failed() == 0, clients.failures[:20]
     for host in SERVING_HOSTS:
         record = release(host)
         assert record["stable"]["version"] == CANARY and record["canary"] is None, (host, record)
