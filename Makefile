@@ -171,17 +171,19 @@ sanity: collection-build
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
 # Two cores, two streams at a time: lint beside building what the tests need (the test hosts' image, the
-# examples, the wheelhouse); then pytest beside ansible-test sanity and the shorter Molecule scenarios; then
-# the timed scenarios alone (their fleet tests measure live traffic and must not share the machine).
+# examples, the wheelhouse); then pytest beside ansible-test sanity, the shorter Molecule scenarios and the
+# timed scenarios' setup (create, converge, idempotence); then the timed scenarios' verify alone (their fleet
+# tests measure live traffic and must not share the machine).
 test: molecule-scenarios bootstrap venv collection
 	$(MAKE) -j2 --output-sync=line lint molecule-prereqs lambda-rie
 	$(MAKE) -j2 --output-sync=line pytest test-side
-	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
+	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-verify MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 
 # make test's companion of pytest, one after the other.
 test-side:
 	$(MAKE) sanity
 	$(MAKE) molecule-side
+	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-setup MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 
 ## --- serverless (docs/serverless.md) ----------------------------------------
 
@@ -252,6 +254,18 @@ molecule-prereqs: bootstrap venv collection examples wheelhouse testbed
 # The scenarios alone, without rebuilding anything (the wheelhouse must not change under a running fleet).
 molecule-run: molecule-scenarios
 	$(foreach s,$(MOLECULE_SCENARIOS),$(TESTBED_ENV) $(VENV)/bin/molecule test -s $(s) &&) true
+
+# `molecule test` in two halves, for make test: the scenario's test_sequence up to verify (a failure destroys the
+# hosts, as molecule test does), then verify and destroy (always, keeping verify's exit status).
+MOLECULE_STEPS_BEFORE_VERIFY = $(VENV)/bin/python -c 'import sys, yaml; steps = yaml.safe_load(open(sys.argv[1]))["scenario"]["test_sequence"]; print(*steps[:steps.index("verify")])'
+molecule-setup: molecule-scenarios
+	$(foreach s,$(MOLECULE_SCENARIOS),( for step in $$($(MOLECULE_STEPS_BEFORE_VERIFY) molecule/$(s)/molecule.yml); do \
+	  $(TESTBED_ENV) $(VENV)/bin/molecule $$step -s $(s) || { $(TESTBED_ENV) $(VENV)/bin/molecule destroy -s $(s); exit 1; }; \
+	  done ) &&) true
+
+molecule-verify: molecule-scenarios
+	$(foreach s,$(MOLECULE_SCENARIOS),( rc=0; $(TESTBED_ENV) $(VENV)/bin/molecule verify -s $(s) || rc=$$?; \
+	  $(TESTBED_ENV) $(VENV)/bin/molecule destroy -s $(s); exit $$rc ) &&) true
 
 molecule-scenarios:
 	@if [ -z "$(strip $(MOLECULE_SCENARIOS))" ]; then \

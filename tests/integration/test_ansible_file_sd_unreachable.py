@@ -120,6 +120,25 @@ def test_rollback_finishes_on_the_serving_hosts_with_the_monitoring_host_down(fl
     assert code == 0 and all(stats["changed"] == 0 for stats in result["stats"].values()), result["stats"]
 
 
+def test_a_failed_write_on_the_monitoring_host_warns_and_the_rollback_finishes(fleet: Path) -> None:
+    # Reached, but its file_sd directory cannot be made (a file stands where a directory is needed): the rollback
+    # still finishes on the serving hosts and says which monitoring host missed the targets.
+    (fleet / "mon-1").write_text("not a directory")
+    up = inventory(fleet, monitoring_up=True)
+    code, result = run_playbook(fleet / "revert.yml", up, "-e", "entry=revert_finish")
+    assert code == 0, json.dumps(result["stats"])
+    for host in HOSTS:
+        record = json.loads(release_file(fleet, host).read_text())
+        assert record["stable"]["version"] == "1" and record["previous"] is None
+    assert all(outcome.get("failed") for outcome in outcomes(result, "Create the file_sd directory on the monitoring hosts")
+               .values())
+    assert all(outcome.get("skipped") for outcome in outcomes(result, "Write this host's scrape targets of credit-risk")
+               .values())
+    warnings = outcomes(result, "Warn that Prometheus's targets wait for a later run")
+    assert set(warnings) == set(HOSTS)
+    assert all("monitoring host(s) mon-1 could not be reached or written" in w["msg"] for w in warnings.values())
+
+
 def test_promote_with_the_monitoring_host_up_publishes_after_the_stop(fleet: Path) -> None:
     for host in HOSTS:
         release_file(fleet, host).write_text(json.dumps({
