@@ -6,7 +6,19 @@ thread-pool server, each driven by h2load (one connection per stream, C connecti
 CPU (utime + stime of all its threads) per call. Compare with modelfleet's whole gRPC path
 (``bench/serving/run.sh``: about 560 µs per call on 2026-12-06) and its whole JSON path (about 170 µs).
 
-    .venv/bin/python bench/serving/grpc_floor.py [--seconds 5] [--concurrency 32]
+The "hand-off" servers are the thread-pool server whose handler hands each call to a uvloop event loop in
+the main thread (where a real server's data plane lives) and waits for its answer, an echo coroutine run
+as a task on that loop:
+
+- ``run_coroutine_threadsafe``: ``asyncio.run_coroutine_threadsafe(coroutine, loop).result()`` per call;
+- ``batched``: the handler appends (coroutine, lock) to a deque and wakes the loop (``call_soon_threadsafe``)
+  only when no wake-up is pending; the loop takes every pending call per wake-up, runs each as a task, and
+  releases the handler's lock when it is done;
+- ``batched, no task``: the same, but the loop answers in the wake-up itself (no task): the hand-off's own
+  cost, a floor below the others.
+
+    .venv/bin/python bench/serving/grpc_floor.py [--seconds 5] [--concurrency 1,32] [--rounds 2]
+        [--servers 'uvloop|hand-off']
 """
 
 from __future__ import annotations
@@ -19,17 +31,71 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 SERVICE, METHOD = "inference.GRPCInferenceService", "ModelInfer"
 ANSWER = b"\x0a\x03abc"
 SERVERS = {"aio (asyncio)": ["aio"], "aio (uvloop)": ["aio", "uvloop"], "sync, 16 threads": ["sync", "16"],
-           "sync, 4 threads": ["sync", "4"]}
+           "sync, 4 threads": ["sync", "4"],
+           "sync + hand-off, run_coroutine_threadsafe, 16 threads": ["handoff", "16", "threadsafe"],
+           "sync + hand-off, batched, 16 threads": ["handoff", "16", "batched"],
+           "sync + hand-off, batched, 64 threads": ["handoff", "64", "batched"],
+           "sync + hand-off, batched, no task, 16 threads": ["handoff", "16", "inline"]}
 
 
-def serve(kind: str, port: int, option: str | None) -> None:
+class Handoff:
+    """Hands calls from grpcio's pool threads to ``loop``: each call's coroutine runs there (see the module doc)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: bool = True) -> None:
+        self.loop, self.task = loop, task
+        self.pending: deque[tuple[Callable[[], Coroutine[Any, Any, bytes]], list[Any]]] = deque()
+        self.scheduled = False
+
+    def call(self, coroutine: Callable[[], Coroutine[Any, Any, bytes]]) -> bytes:
+        """In a pool thread: run ``coroutine()`` on the loop, wait for its answer."""
+        done = threading.Lock()
+        done.acquire()
+        slot: list[Any] = [done, None, None]  # lock, answer, exception
+        self.pending.append((coroutine, slot))
+        if not self.scheduled:  # two threads may both wake the loop: a wake-up finds nothing, harmless
+            self.scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+        done.acquire()
+        if slot[2] is not None:
+            raise slot[2]
+        answer: bytes = slot[1]
+        return answer
+
+    def _drain(self) -> None:
+        """On the loop: start every pending call (reset first: a call appended after the last pop wakes us again)."""
+        self.scheduled = False
+        pending = self.pending
+        while pending:
+            coroutine, slot = pending.popleft()
+            if self.task:
+                self.loop.create_task(coroutine()).add_done_callback(lambda task, slot=slot: self._finish(slot, task))
+            else:
+                slot[1] = ANSWER
+                slot[0].release()
+
+    @staticmethod
+    def _finish(slot: list[Any], task: asyncio.Task[bytes]) -> None:
+        if task.cancelled():
+            slot[2] = asyncio.CancelledError()
+        elif task.exception() is not None:
+            slot[2] = task.exception()
+        else:
+            slot[1] = task.result()
+        slot[0].release()
+
+
+def serve(kind: str, port: int, option: str | None = None, mode: str | None = None) -> None:
     """Run one echo server until killed (the child process)."""
     import grpc
     import grpc.aio
@@ -55,6 +121,28 @@ def serve(kind: str, port: int, option: str | None) -> None:
             import uvloop
             uvloop.install()
         asyncio.run(main())
+    elif kind == "handoff":
+        import uvloop
+
+        async def main_handoff() -> None:
+            loop = asyncio.get_running_loop()
+            if mode == "threadsafe":
+                def hand(data: bytes, context: object) -> bytes:
+                    return asyncio.run_coroutine_threadsafe(aecho(data, context), loop).result()
+            else:
+                handoff = Handoff(loop, task=mode == "batched")
+
+                def hand(data: bytes, context: object) -> bytes:
+                    return handoff.call(lambda: aecho(data, context))
+            pool = futures.ThreadPoolExecutor(max_workers=int(option or 16))
+            server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
+            server.add_generic_rpc_handlers([handler(hand)])
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            server.start()
+            await asyncio.Event().wait()  # killed by the bench
+
+        uvloop.install()
+        asyncio.run(main_handoff())
     else:
         pool = futures.ThreadPoolExecutor(max_workers=int(option or 4))
         server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
@@ -94,26 +182,34 @@ def measure(name: str, argv: list[str], seconds: int, concurrency: int, body: st
         server.wait()
     found = re.search(r"(\d+) succeeded", out)
     calls = int(found.group(1)) if found else 0
-    return (f"| {name} | {calls / seconds:,.0f} | {100 * used / seconds:.0f} | "
-            f"{1e6 * used / calls if calls else float('nan'):.0f} |")
+    return (f"| {name} | {concurrency} | {calls / seconds:,.0f} | {100 * used / seconds:.0f} | "
+            f"{1e6 * used / calls if calls else float('nan'):.0f} | {os.getloadavg()[0]:.1f} |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", default="32", help="connections, comma-separated (default 32)")
+    parser.add_argument("--servers", default="",
+                        help="only the servers whose name contains one of these |-separated strings")
+    parser.add_argument("--rounds", type=int, default=1, help="every point this many times, in turn")
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]), args.serve[2] if len(args.serve) > 2 else None)
+        serve(args.serve[0], int(args.serve[1]), *(args.serve[2:4]))
         return 0
+    words = [w for w in args.servers.split("|") if w]
+    servers = {name: argv for name, argv in SERVERS.items() if not words or any(w in name for w in words)}
     with tempfile.NamedTemporaryFile(suffix=".grpc") as body:
         body.write(b"\x00" + len(ANSWER).to_bytes(4, "big") + ANSWER)  # a length-prefixed gRPC message
         body.flush()
-        print(f"C={args.concurrency}, {args.seconds} s per server, load average {os.getloadavg()[0]:.1f}")
-        print("| server | calls/s | server CPU % | server CPU µs/call |\n|---|--:|--:|--:|")
-        for name, argv in SERVERS.items():
-            print(measure(name, argv, args.seconds, args.concurrency, body.name), flush=True)
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, {args.seconds} s per point, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print("| server | C | calls/s | server CPU % | server CPU µs/call | load avg |\n|---|--:|--:|--:|--:|--:|")
+        for _ in range(args.rounds):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                for name, argv in servers.items():
+                    print(measure(name, argv, args.seconds, concurrency, body.name), flush=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Run the model server with uvicorn (HTTP) and, with a gRPC port, grpc.aio in the same event loop.
+"""Run the model server with uvicorn (HTTP) and, with a gRPC port, grpcio's server feeding the same event loop.
 
 On SIGTERM (or SIGINT): readiness goes false at once so health-checking routers stop sending;
 after ``shutdown_delay`` the listeners close; requests in flight on either protocol finish (bounded by
