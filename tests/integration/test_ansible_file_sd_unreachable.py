@@ -130,10 +130,10 @@ def test_a_failed_write_on_the_monitoring_host_warns_and_the_rollback_finishes(f
     for host in HOSTS:
         record = json.loads(release_file(fleet, host).read_text())
         assert record["stable"]["version"] == "1" and record["previous"] is None
-    assert all(outcome.get("failed") for outcome in outcomes(result, "Create the file_sd directory on the monitoring hosts")
-               .values())
-    assert all(outcome.get("skipped") for outcome in outcomes(result, "Write this host's scrape targets of credit-risk")
-               .values())
+    made = outcomes(result, "Create the file_sd directory on the monitoring hosts")
+    written = outcomes(result, "Write this host's scrape targets of credit-risk")
+    assert all(outcome.get("failed") for outcome in made.values()), made
+    assert all(outcome.get("skipped") for outcome in written.values()), written
     warnings = outcomes(result, "Warn that Prometheus's targets wait for a later run")
     assert set(warnings) == set(HOSTS)
     assert all("monitoring host(s) mon-1 could not be reached or written" in w["msg"] for w in warnings.values())
