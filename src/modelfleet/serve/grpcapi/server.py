@@ -47,7 +47,7 @@ CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 
 #: What a method does on the event loop with the message's bytes: its answer's bytes or the refusal, either at
 #: once or (``ModelInfer``) from a coroutine the loop runs as a task.
 Outcome = bytes | ProtocolError
-Work = Callable[[bytes], "Outcome | Coroutine[Any, Any, Outcome]"]
+Work = Callable[[bytes], Outcome | Coroutine[Any, Any, Outcome]]
 #: Pool threads beyond the data plane's queue and batch (calls that wait for a thread do not reach its queue).
 SPARE_THREADS = 16
 
