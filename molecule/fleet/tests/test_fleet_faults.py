@@ -10,6 +10,7 @@ The lost serving host is test_fleet_lost_host.py, the scenario's last test (it s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,6 +72,33 @@ def test_a_second_deploy_is_refused_while_another_owner_holds_the_lock(load: Any
     assert all(host_file(host, f"{MODEL}.lock") is None for host in SERVING_HOSTS)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first found first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def kill_controller(pid: int) -> None:
+    """Kill ansible-playbook as a lost controller dies: with every worker. Ansible's workers call setsid, so the
+    playbook's process group does not hold them; stopped first, the playbook forks no new one meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    for worker in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
+
+
 def test_an_interrupted_rollout_resumes_from_another_checkout(load: Any, workdir: Path) -> None:  # noqa: F811
     spec = _load_variants().make_variant("good", "8", workdir / "v8-good")
     overrides = workdir / "overrides.json"
@@ -87,9 +115,9 @@ def test_an_interrupted_rollout_resumes_from_another_checkout(load: Any, workdir
             break
         time.sleep(0.5)
     else:
-        os.killpg(first.pid, signal.SIGKILL)
+        kill_controller(first.pid)
         pytest.fail("the first step of canary 8 was not analysed")
-    os.killpg(first.pid, signal.SIGKILL)
+    kill_controller(first.pid)
     first.wait(30)
     analysed = len(kept["history"])
     # A second checkout: its own, empty state directory, another owner; the first one's lock is left behind.
