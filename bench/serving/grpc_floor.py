@@ -11,11 +11,12 @@ the main thread (where a real server's data plane lives) and waits for its answe
 as a task on that loop:
 
 - ``run_coroutine_threadsafe``: ``asyncio.run_coroutine_threadsafe(coroutine, loop).result()`` per call;
-- ``batched``: the handler appends (coroutine, lock) to a deque and wakes the loop (``call_soon_threadsafe``)
-  only when no wake-up is pending; the loop takes every pending call per wake-up, runs each as a task, and
-  releases the handler's lock when it is done;
-- ``batched, no task``: the same, but the loop answers in the wake-up itself (no task): the hand-off's own
-  cost, a floor below the others.
+- ``batched``: modelfleet's own ``Handoff`` (``modelfleet.serve.grpcapi.server``, as ``modelfleet serve`` uses
+  it): the handler queues the call and wakes the loop (``call_soon_threadsafe``) only when no wake-up is
+  pending; the loop takes every queued call per wake-up, runs each as a task, and releases the handler when
+  it is done;
+- ``batched, no task``: the same ``Handoff``, but the loop answers in the wake-up itself (no task): the
+  hand-off's own cost, a floor below the others.
 
     .venv/bin/python bench/serving/grpc_floor.py [--seconds 5] [--concurrency 1,32] [--rounds 2]
         [--servers 'uvloop|hand-off']
@@ -31,13 +32,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 SERVICE, METHOD = "inference.GRPCInferenceService", "ModelInfer"
 ANSWER = b"\x0a\x03abc"
@@ -47,52 +44,6 @@ SERVERS = {"aio (asyncio)": ["aio"], "aio (uvloop)": ["aio", "uvloop"], "sync, 1
            "sync + hand-off, batched, 16 threads": ["handoff", "16", "batched"],
            "sync + hand-off, batched, 64 threads": ["handoff", "64", "batched"],
            "sync + hand-off, batched, no task, 16 threads": ["handoff", "16", "inline"]}
-
-
-class Handoff:
-    """Hands calls from grpcio's pool threads to ``loop``: each call's coroutine runs there (see the module doc)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: bool = True) -> None:
-        self.loop, self.task = loop, task
-        self.pending: deque[tuple[Callable[[], Coroutine[Any, Any, bytes]], list[Any]]] = deque()
-        self.scheduled = False
-
-    def call(self, coroutine: Callable[[], Coroutine[Any, Any, bytes]]) -> bytes:
-        """In a pool thread: run ``coroutine()`` on the loop, wait for its answer."""
-        done = threading.Lock()
-        done.acquire()
-        slot: list[Any] = [done, None, None]  # lock, answer, exception
-        self.pending.append((coroutine, slot))
-        if not self.scheduled:  # two threads may both wake the loop: a wake-up finds nothing, harmless
-            self.scheduled = True
-            self.loop.call_soon_threadsafe(self._drain)
-        done.acquire()
-        if slot[2] is not None:
-            raise slot[2]
-        answer: bytes = slot[1]
-        return answer
-
-    def _drain(self) -> None:
-        """On the loop: start every pending call (reset first: a call appended after the last pop wakes us again)."""
-        self.scheduled = False
-        pending = self.pending
-        while pending:
-            coroutine, slot = pending.popleft()
-            if self.task:
-                self.loop.create_task(coroutine()).add_done_callback(lambda task, slot=slot: self._finish(slot, task))
-            else:
-                slot[1] = ANSWER
-                slot[0].release()
-
-    @staticmethod
-    def _finish(slot: list[Any], task: asyncio.Task[bytes]) -> None:
-        if task.cancelled():
-            slot[2] = asyncio.CancelledError()
-        elif task.exception() is not None:
-            slot[2] = task.exception()
-        else:
-            slot[1] = task.result()
-        slot[0].release()
 
 
 def serve(kind: str, port: int, option: str | None = None, mode: str | None = None) -> None:
@@ -130,10 +81,16 @@ def serve(kind: str, port: int, option: str | None = None, mode: str | None = No
                 def hand(data: bytes, context: object) -> bytes:
                     return asyncio.run_coroutine_threadsafe(aecho(data, context), loop).result()
             else:
-                handoff = Handoff(loop, task=mode == "batched")
+                # modelfleet's own hand-off (the gRPC front end's), with an echo in place of the data plane.
+                from modelfleet.serve.grpcapi.server import Handoff, Work
+
+                handoff = Handoff(loop)
+                work: Work = (lambda data: aecho(data, None)) if mode == "batched" else (lambda _data: ANSWER)
 
                 def hand(data: bytes, context: object) -> bytes:
-                    return handoff.call(lambda: aecho(data, context))
+                    answer = handoff.call(work, data)
+                    assert isinstance(answer, bytes), answer  # an echo never refuses
+                    return answer
             pool = futures.ThreadPoolExecutor(max_workers=int(option or 16))
             server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
             server.add_generic_rpc_handlers([handler(hand)])
