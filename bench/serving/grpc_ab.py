@@ -150,14 +150,15 @@ def report(results: dict[str, Any], concurrency: int) -> str:
         for point in round_["points"]:
             by_point.setdefault((point["server"], point["protocol"]), []).append(point)
     lines = [f"credit-risk, one row, C={concurrency}, {len(results['rounds'])} rounds (median; all rounds' CPU "
-             f"µs/call in brackets); load average {results['loadavg_start']} at the start, "
+             f"µs/call and p99 in brackets); load average {results['loadavg_start']} at the start, "
              f"{results['loadavg_end']} at the end", "",
-             "| source | protocol | calls/s | p50 µs | server CPU % | server CPU µs/call | errors |",
-             "|---|---|--:|--:|--:|--:|--:|"]
+             "| source | protocol | calls/s | p50 µs | p99 µs | server CPU % | server CPU µs/call | errors |",
+             "|---|---|--:|--:|--:|--:|--:|--:|"]
     for (server, protocol), points in by_point.items():
         def median(key: str, points: list[dict[str, Any]] = points) -> float:
             return statistics.median(p[key] for p in points)
         lines.append(f"| {server} | {protocol} | {median('rps'):,.0f} | {median('p50_us'):,.0f} | "
+                     f"{median('p99_us'):,.0f} ({', '.join(format(p['p99_us'], ',.0f') for p in points)}) | "
                      f"{median('server_cpu_pct'):.0f} | {median('cpu_us_per_call'):.0f} "
                      f"({', '.join(format(p['cpu_us_per_call'], '.0f') for p in points)}) | "
                      f"{sum(p['errors'] for p in points)} |")

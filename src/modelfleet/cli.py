@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         inline_inference=not args.inference_thread, max_request_bytes=args.max_request_bytes,
         body_timeout=args.body_timeout, spool_dir=Path(args.spool_dir) if args.spool_dir else None,
         spool_sample_rate=args.spool_sample_rate, spool_max_bytes=args.spool_max_bytes,
-        spool_segment_bytes=args.spool_segment_bytes)
+        spool_segment_bytes=args.spool_segment_bytes, gc_freeze_when_ready=True)
     return run(settings, args.host, args.port, grpc_port=args.grpc_port, shutdown_delay=args.shutdown_delay,
                drain_timeout=args.drain_timeout, limit_concurrency=args.limit_concurrency, log_level=args.log_level)
 
