@@ -67,18 +67,20 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture
 def stack(workdir: Path, tmp_path: Path) -> Iterator[Callable[..., tuple[Router, dict[tuple[str, str], Server]]]]:
-    """``stack({(model, slot): artifact}, **role_vars)`` → (router, servers): real servers, HTTP and gRPC."""
+    """``stack({(model, slot): artifact}, server_args=(...), **role_vars)`` → (router, servers): real servers, HTTP and
+    gRPC (``server_args``: more options of ``modelfleet serve``)."""
     routers: list[Router] = []
     servers: list[Server] = []
 
-    def make(slots: dict[tuple[str, str], Path], **overrides: Any) -> tuple[Router, dict[tuple[str, str], Server]]:
+    def make(slots: dict[tuple[str, str], Path], server_args: tuple[str, ...] = (),
+             **overrides: Any) -> tuple[Router, dict[tuple[str, str], Server]]:
         models = sorted({model for model, _ in slots})
         ports = {(m, s): slot_ports() for m in models for s in ("blue", "green")}
         started = {}
         for (model, slot), artifact in slots.items():
             http, grpc_port = ports[model, slot]
             server = Server(artifact, tmp_path, "--port", str(http), "--grpc-port", str(grpc_port),
-                            "--shutdown-delay", "0")
+                            "--shutdown-delay", "0", *server_args)
             servers.append(server)
             started[model, slot] = server.start()
             assert started[model, slot].grpc_port == grpc_port
@@ -248,6 +250,30 @@ def test_grpc_routes_by_model_name(
         channel.close()
     # The HTTP front end is unchanged beside it.
     assert router.get("/v2/models/mlp/ready")[0] == 200
+
+
+def test_an_oversized_grpc_message_through_the_router_is_the_servers_resource_exhausted(
+    stack: Callable[..., Any], credit_risk_artifact: Path, credit_rows: np.ndarray
+) -> None:
+    """The router leaves gRPC's size limit to the model server (``--max-request-bytes``): a message over it, larger
+    than HAProxy's buffer too, gets RESOURCE_EXHAUSTED with the server's message, and the channel keeps serving.
+    (HAProxy refusing it by the frame header's length answers before the client has sent it all, then resets the
+    stream: clients see CANCELLED "Stream removed"; docs/router.md.)"""
+    router, _ = stack({("credit-risk", "blue"): credit_risk_artifact}, server_args=("--max-request-bytes", "100000"))
+    channel, service = stub(router)
+    try:
+        small = infer_request("credit-risk", np.resize(credit_rows, (100, 8)).astype(np.float32))
+        assert service.ModelInfer(small, timeout=30).model_name == "credit-risk"
+        big = infer_request("credit-risk", np.resize(credit_rows, (18_750, 8)).astype(np.float32))
+        with pytest.raises(grpc.RpcError) as raised:
+            service.ModelInfer(big, timeout=30)
+        print(f"\n{big.ByteSize()} bytes through the router: {raised.value.code()} {raised.value.details()!r}")
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert raised.value.details() == (f"request message of {big.ByteSize()} bytes exceeds the limit of 100000 "
+                                          "bytes")
+        assert service.ModelInfer(small, timeout=30).model_name == "credit-risk"
+    finally:
+        channel.close()
 
 
 def test_grpc_weights_drain_reload(
