@@ -357,4 +357,3 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-
