@@ -240,10 +240,7 @@ def test_the_data_plane_serves_without_http(typed_artifact: Path) -> None:
             await plane.infer(decode, respond)
         assert refused.value.status == 503 and refused.value.message.startswith("model not ready")
         await plane.startup()
-        for _ in range(3000):
-            if plane.ready:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_ready(plane)
         await plane.infer(decode, respond)
         (answer,) = answers
         assert (answer.model, answer.version, answer.id) == ("typed", "1", "r1")
@@ -284,10 +281,7 @@ def test_rows_above_the_max_batch_are_chunks_bounded_by_the_queue(typed_artifact
             answers.append(response)
 
         await plane.startup()
-        for _ in range(3000):
-            if plane.ready:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_ready(plane)
         with pytest.raises(ProtocolError) as refused:
             await plane.infer(decoder(3), respond)  # three chunks of one row; the queue holds two
         assert refused.value.status == 413
