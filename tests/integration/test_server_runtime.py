@@ -326,7 +326,12 @@ def test_the_serve_command_asks_for_the_freeze(monkeypatch: pytest.MonkeyPatch, 
     from modelfleet.serve import main
 
     started: list[ServerSettings] = []
-    monkeypatch.setattr(main, "run", lambda settings, *_args, **_kwargs: started.append(settings) or 0)
+
+    def run_instead(settings: ServerSettings, *_args: Any, **_kwargs: Any) -> int:
+        started.append(settings)
+        return 0
+
+    monkeypatch.setattr(main, "run", run_instead)
     assert cli.main(["serve", str(typed_artifact)]) == 0
     (settings,) = started
     assert settings.gc_freeze_when_ready
