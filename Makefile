@@ -59,8 +59,8 @@ export PATH := $(VENV_ABS)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv wheelhouse bootstrap collection lint ruff mypy pep8 yamllint argument-specs molecule-verifiers ansible-lint \
-        unit integration pytest sanity collection-build test test-side demo demo-down examples testbed molecule molecule-scenarios \
-        molecule-prereqs molecule-run molecule-roles molecule-side bench-serving bench-drift \
+        unit integration pytest sanity collection-build test test-checks test-side demo demo-down examples testbed molecule molecule-scenarios \
+        molecule-prereqs molecule-run molecule-roles bench-serving bench-drift \
         bench-rollout bench-scale lambda-rie lambda-package bench-serverless gpu-hardware-check \
         clean distclean
 
@@ -171,18 +171,24 @@ sanity: collection-build
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
 # Two cores, two streams at a time: lint beside building what the tests need (the test hosts' image, the
-# examples, the wheelhouse); then pytest beside ansible-test sanity, the shorter Molecule scenarios and the
-# timed scenarios' setup (create, converge, idempotence); then the timed scenarios' verify alone (their fleet
-# tests measure live traffic and must not share the machine).
+# examples, the wheelhouse); then two streams of about the same length (on the 2-core machine about 14 and 15
+# minutes): pytest, ansible-test sanity and the role scenarios; beside them the shorter Molecule scenarios and the
+# timed scenarios' setup (create, converge, idempotence, the untimed tests: check mode); then the timed scenarios'
+# verify alone (their fleet tests measure live traffic and must not share the machine).
 test: molecule-scenarios bootstrap venv collection
 	$(MAKE) -j2 --output-sync=line lint molecule-prereqs lambda-rie
-	$(MAKE) -j2 --output-sync=line pytest test-side
+	$(MAKE) -j2 --output-sync=line test-checks test-side
 	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-verify MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 
-# make test's companion of pytest, one after the other.
-test-side:
+# make test's first stream, one after the other.
+test-checks:
+	$(MAKE) pytest
 	$(MAKE) sanity
-	$(MAKE) molecule-side
+	$(MAKE) molecule-roles
+
+# make test's second stream, one after the other.
+test-side:
+	$(if $(TEST_SIDE_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_SIDE_SCENARIOS)",true)
 	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-setup MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 
 ## --- serverless (docs/serverless.md) ----------------------------------------
@@ -236,15 +242,12 @@ MOLECULE_SCENARIOS ?= provision fleet
 TEST_TIMED_SCENARIOS ?= fleet
 TEST_SIDE_SCENARIOS = $(filter-out $(TEST_TIMED_SCENARIOS),$(MOLECULE_SCENARIOS))
 TEST_LAST_SCENARIOS = $(filter $(TEST_TIMED_SCENARIOS),$(MOLECULE_SCENARIOS))
-# Roles with a scenario of their own (roles/<role>/molecule/default), run before the scenarios above.
+# Roles with a scenario of their own (roles/<role>/molecule/default): `make molecule` runs them before the
+# scenarios above, `make test` after pytest.
 MOLECULE_ROLES ?= grafana
 # An empty list fails first (before the testbed starts): it would otherwise pass without testing anything.
 molecule: molecule-scenarios molecule-prereqs
 	$(MAKE) molecule-roles molecule-run
-
-# make test's companion of pytest: the role scenarios, then the scenarios that need not run alone.
-molecule-side: molecule-roles
-	$(if $(TEST_SIDE_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_SIDE_SCENARIOS)",true)
 
 molecule-roles:
 	$(foreach r,$(MOLECULE_ROLES),(cd roles/$(r) && $(TESTBED_ENV) $(VENV_ABS)/bin/molecule test) &&) true
@@ -255,16 +258,19 @@ molecule-prereqs: bootstrap venv collection examples wheelhouse testbed
 molecule-run: molecule-scenarios
 	$(foreach s,$(MOLECULE_SCENARIOS),$(TESTBED_ENV) $(VENV)/bin/molecule test -s $(s) &&) true
 
-# `molecule test` in two halves, for make test: the scenario's test_sequence up to verify (a failure destroys the
-# hosts, as molecule test does), then verify and destroy (always, keeping verify's exit status).
+# `molecule test` in two halves, for make test. The first: the scenario's test_sequence up to verify, then the
+# verifier's untimed tests (those marked `untimed`: check mode; they may share the machine with other work); a
+# failure destroys the hosts, as molecule test does. The second: the verifier's timed tests (live traffic, alone on
+# the machine), then destroy (always, keeping verify's exit status). Each half fails if it collects no test.
 MOLECULE_STEPS_BEFORE_VERIFY = $(VENV)/bin/python -c 'import sys, yaml; steps = yaml.safe_load(open(sys.argv[1]))["scenario"]["test_sequence"]; print(*steps[:steps.index("verify")])'
 molecule-setup: molecule-scenarios
 	$(foreach s,$(MOLECULE_SCENARIOS),( for step in $$($(MOLECULE_STEPS_BEFORE_VERIFY) molecule/$(s)/molecule.yml); do \
 	  $(TESTBED_ENV) $(VENV)/bin/molecule $$step -s $(s) || { $(TESTBED_ENV) $(VENV)/bin/molecule destroy -s $(s); exit 1; }; \
-	  done ) &&) true
+	  done; MODELFLEET_VERIFY_PART=untimed $(TESTBED_ENV) $(VENV)/bin/molecule verify -s $(s) \
+	  || { $(TESTBED_ENV) $(VENV)/bin/molecule destroy -s $(s); exit 1; } ) &&) true
 
 molecule-verify: molecule-scenarios
-	$(foreach s,$(MOLECULE_SCENARIOS),( rc=0; $(TESTBED_ENV) $(VENV)/bin/molecule verify -s $(s) || rc=$$?; \
+	$(foreach s,$(MOLECULE_SCENARIOS),( rc=0; MODELFLEET_VERIFY_PART=timed $(TESTBED_ENV) $(VENV)/bin/molecule verify -s $(s) || rc=$$?; \
 	  $(TESTBED_ENV) $(VENV)/bin/molecule destroy -s $(s); exit $$rc ) &&) true
 
 molecule-scenarios:

@@ -1,4 +1,9 @@
-"""The fleet verifier shares the project's test harness (tests/harness.py: load_example, wait_for, ...)."""
+"""The fleet verifier shares the project's test harness (tests/harness.py: load_example, wait_for, ...).
+
+``MODELFLEET_VERIFY_PART`` splits the verifier for ``make test``: ``untimed`` runs only the tests marked
+``untimed`` (check mode: they may share the machine with other work, so they run beside pytest), ``timed`` only
+the others (live traffic: alone on the machine, last). Unset (``molecule test``, ``make molecule``): every test.
+"""
 
 from __future__ import annotations
 
@@ -6,5 +11,25 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(PROJECT / "tests"))
+
+PARTS = ("untimed", "timed")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "untimed: needs the converged fleet but no live traffic (may share the machine)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    part = os.environ.get("MODELFLEET_VERIFY_PART", "")
+    if not part:
+        return
+    if part not in PARTS:
+        raise pytest.UsageError(f"MODELFLEET_VERIFY_PART={part!r}: expected one of {', '.join(PARTS)} (or unset)")
+    wanted = part == "untimed"
+    kept = [item for item in items if (item.get_closest_marker("untimed") is not None) == wanted]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept

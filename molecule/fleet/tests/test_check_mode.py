@@ -1,7 +1,4 @@
-"""PENDING (not collected: molecule/fleet's verifier collects tests/ only). Check mode of the fleet playbooks.
-
-To adopt: move this file into molecule/fleet/tests/ (it imports the fixtures and helpers of test_fleet.py)
-so that it runs right after converge, before test_fleet.py's rollouts; then `make molecule`.
+"""Check mode of the fleet playbooks; runs first in the verify step (file order), before test_fleet.py's rollouts.
 
 - After converge (credit-risk v1 stable on both serving hosts), deploy_model.yml --check of v1 and
   monitoring.yml --check change nothing (changed=0 on every host).
@@ -20,7 +17,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_fleet import MODEL, PROJECT, SERVING_HOSTS, _load_variants, playbook, workdir  # noqa: F401
+
+# Needs the converged fleet, not live traffic: `make test` runs these beside pytest (conftest.py).
+pytestmark = pytest.mark.untimed
 
 ROUTER_SOCKET = "/run/haproxy/admin.sock"
 _WEIGHTS = f"""

@@ -15,7 +15,8 @@ modules. Checked:
 Then, under both loads, an operator changes v10's batching settings in its spec and runs deploy_model.yml again
 (issue 15): the model_server role's handler restarts the running v10 on every host (the lone stable there, so a
 surge stand-in of v10 serves meanwhile, over HTTP and gRPC); the new process runs with the new settings, the
-release records and weights are as before, no client call fails, and a second run restarts nothing.
+release records and weights are as before, and no client call fails. (That a second run then restarts nothing
+is the role's own test, tests/integration/test_ansible_model_server_restart.py: a third deploy here cost 1.5 min.)
 """
 
 from __future__ import annotations
@@ -228,8 +229,3 @@ def test_a_changed_batching_setting_restarts_the_running_version(load: Any, grpc
           f"{json.dumps([line for line in done.stdout.splitlines() if 'method' in line][:4])}")
     assert (load.failed(), grpc_load.failed()) == failed_before == (0, 0), (load.failures[:10], grpc_load.failures[:10])
     assert answered[0] > 0 and answered[1] > 0
-
-    restarted = {host: main_pid(host, instance) for host in SERVING_HOSTS}
-    again = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
-    assert {host: main_pid(host, instance) for host in SERVING_HOSTS} == restarted, "a second run restarts nothing"
-    assert "RUNNING HANDLER [modelfleet.serving.model_server : Restart" not in again.stdout
