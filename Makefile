@@ -238,7 +238,8 @@ demo-down:
 
 # Molecule drives the scenarios' hosts through the same harness (molecule/shared/create.yml -> fleet.sh).
 MOLECULE_SCENARIOS ?= provision fleet
-# Scenarios that `make test` runs alone, after everything else; the others run beside pytest.
+# Scenarios that `make test` runs alone, after everything else; the others run beside pytest. A timed scenario's
+# verifier splits its tests by MODELFLEET_VERIFY_PART (as molecule/fleet/tests/conftest.py does).
 TEST_TIMED_SCENARIOS ?= fleet
 TEST_SIDE_SCENARIOS = $(filter-out $(TEST_TIMED_SCENARIOS),$(MOLECULE_SCENARIOS))
 TEST_LAST_SCENARIOS = $(filter $(TEST_TIMED_SCENARIOS),$(MOLECULE_SCENARIOS))

@@ -29,7 +29,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     if part not in PARTS:
         raise pytest.UsageError(f"MODELFLEET_VERIFY_PART={part!r}: expected one of {', '.join(PARTS)} (or unset)")
-    wanted = part == "untimed"
-    kept = [item for item in items if (item.get_closest_marker("untimed") is not None) == wanted]
-    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
+    for item in items:
+        untimed = item.get_closest_marker("untimed") is not None
+        (kept if untimed == (part == "untimed") else deselected).append(item)
+    config.hook.pytest_deselected(items=deselected)
     items[:] = kept
