@@ -87,6 +87,15 @@ network_down() {
   fi
 }
 
+# debootstrap mounts /proc (and may mount /sys) inside the tree it builds and does not always unmount them:
+# archiving a live /proc fails ("file changed as we read it"), and rm -rf would walk it.
+unmount_under() {
+  local mount_point
+  awk -v root="$1/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r | while read -r mount_point; do
+    umount "$mount_point" 2>/dev/null || umount -l "$mount_point"
+  done
+}
+
 image_build() {
   local key tarball
   key="$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)"
@@ -97,6 +106,7 @@ image_build() {
   if [[ ! -f "$tarball" ]]; then
     command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install -y debootstrap"; exit 1; }
     local rootfs="$TESTBED_DIR/rootfs.tmp"
+    unmount_under "$rootfs"
     rm -rf "$rootfs"
     log "debootstrap Debian 12 with systemd (about a minute)"
     debootstrap --variant=minbase --include="$PACKAGES" bookworm "$rootfs" "$MIRROR" >"$TESTBED_DIR/debootstrap.log" 2>&1 \
@@ -107,7 +117,8 @@ image_build() {
     # would otherwise skip the update on a freshly built image and find no packages.
     touch -d @0 "$rootfs/var/lib/apt/lists"
     : >"$rootfs/etc/machine-id"
-    tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
+    unmount_under "$rootfs"
+    tar --numeric-owner --one-file-system -C "$rootfs" -cf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
     rm -rf "$rootfs"
   fi
