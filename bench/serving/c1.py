@@ -19,7 +19,8 @@ machine. The run does this too, for each ``--src``, after each round.
 Each ``--src LABEL=DIR`` is a `modelfleet serve` started with ``PYTHONPATH=DIR`` (so two revisions of the
 code are compared in one run with one interpreter); default: this checkout's src as ``modelfleet``. Run it
 with an interpreter that has modelfleet's dependencies and starlette (the dev venv). Results:
-``.cache/bench/c1-<UTC timestamp>.{md,json}``. Helpers (wrk, CPU accounting, server stop) are run.py's.
+``.cache/bench/c1-<UTC timestamp>.{md,json}``. Helpers (wrk, CPU accounting, server stop, rotation and
+medians) are bench/serving's (measure.py, accounting.py, servers.py, rounds.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import json
 import os
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -43,18 +43,10 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # started by path: bench.* from the checkout
 
 from bench.common import cores_lock, host_environment, loadavg, log, run_quiet  # noqa: E402
-from bench.serving.run import (  # noqa: E402
-    HOST,
-    Running,
-    Server,
-    Window,
-    free_ports,
-    http,
-    stop,
-    wait_quiet,
-    wait_ready,
-    wrk,
-)
+from bench.serving.accounting import Window, wait_quiet  # noqa: E402
+from bench.serving.measure import wrk  # noqa: E402
+from bench.serving.rounds import group, median, rotated  # noqa: E402
+from bench.serving.servers import HOST, Running, Server, free_ports, http, stop, wait_ready  # noqa: E402
 
 MODEL_YML = ROOT / "examples" / "credit-risk" / "model.yml"
 TOLERANCE = 1e-5
@@ -236,8 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quiet = wait_quiet([args.server_cpu, args.load_cpu], 10.0, args.quiet_wait)
                 log(f"round {round_number + 1}/{args.rounds}: load {loadavg()}, quiet {quiet}")
                 points = []
-                turn = round_number % len(servers)  # each server goes first in some round, last in another
-                for running in servers[turn:] + servers[:turn]:
+                for running in rotated(servers, round_number):  # each server first in some round, last in another
                     url = f"http://{HOST}:{running.port}/v2/models/{name}/infer"
                     wrk(url, str(body_file), 1, args.warmup, args.load_cpu)
                     window = Window(running.proc.pid)
@@ -280,11 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def summary(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per server, the median over rounds of each figure, and req/s as a fraction of the bare handler's."""
-    by_server: dict[str, list[dict[str, Any]]] = {}
-    for round_ in results["rounds"]:
-        for point in round_["points"]:
-            by_server.setdefault(point["server"], []).append(point)
-    medians = {server: {key: statistics.median(p[key] for p in points)
+    by_server = group((point for round_ in results["rounds"] for point in round_["points"]),
+                      key=lambda point: str(point["server"]))
+    medians = {server: {key: median(p[key] for p in points)
                         for key in ("rps", "p50_us", "p99_us", "cpu_us_per_req", "server_cpu_pct",
                                     "other_on_server_core_pct", "other_on_load_core_pct")}
                for server, points in by_server.items()}
@@ -310,7 +299,7 @@ def report(results: dict[str, Any]) -> str:
             f"{p['server']} {p['rps']:,.0f} / {p['cpu_us_per_req']:.0f}" for p in round_["points"]))
     labels = list(results["rounds"][0]["dataplane"]) if results["rounds"] else []
     lines += ["", "In-process data plane (`c1.py dataplane`, no HTTP), CPU µs/req, median of rounds: " + ", ".join(
-        f"{label} {statistics.median(r['dataplane'][label]['cpu_us_per_req'] for r in results['rounds']):.1f}"
+        f"{label} {median(r['dataplane'][label]['cpu_us_per_req'] for r in results['rounds']):.1f}"
         for label in labels) + " (each round: " + "; ".join(
         ", ".join(f"{label} {r['dataplane'][label]['cpu_us_per_req']:.1f}" for label in labels)
         for r in results["rounds"]) + ")"]

@@ -5,7 +5,7 @@ Each ``--src LABEL=DIR`` is a `modelfleet serve --grpc-port` of credit-risk star
 (one interpreter: this one), all on core 0, all started at once. Each round measures every server in turn
 (the order rotated each round): one-row OIP JSON with wrk and the same row as a gRPC ``ModelInferRequest``
 with h2load (one stream per connection), ``--concurrency`` connections, on core 1. Each body is checked
-once against onnxruntime first (run.py's ``verify``, grpc_load.py's ``check``). Medians over the rounds are
+once against onnxruntime first (servers.py's ``verify``, grpc_load.py's ``check``). Medians over the rounds are
 printed; everything raw goes to ``.cache/bench/grpc-ab-<UTC timestamp>.json``.
 
     .venv/bin/python bench/serving/grpc_ab.py --src main=/path/to/main/src --src branch=src [--rounds 3]
@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import shlex
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,19 +27,12 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # started by path: bench.* from the checkout
 
 from bench.common import cores_lock, host_environment, loadavg, log, run_quiet  # noqa: E402
+from bench.serving.accounting import Window, wait_quiet  # noqa: E402
 from bench.serving.c1 import MODEL_YML, launch, source_info  # noqa: E402
 from bench.serving.grpc_load import GRPC_PATH, Load, check_load, h2load  # noqa: E402
-from bench.serving.run import (  # noqa: E402
-    HOST,
-    Running,
-    Window,
-    free_ports,
-    stop,
-    verify,
-    wait_quiet,
-    wait_ready,
-    wrk,
-)
+from bench.serving.measure import wrk  # noqa: E402
+from bench.serving.rounds import group, median, rotated  # noqa: E402
+from bench.serving.servers import HOST, Running, free_ports, stop, verify, wait_ready  # noqa: E402
 
 
 def main() -> int:
@@ -104,8 +96,7 @@ def main() -> int:
                 quiet = wait_quiet([args.server_cpu, args.load_cpu], 10.0, args.quiet_wait)
                 log(f"round {round_number + 1}/{args.rounds}: load {loadavg()}, quiet {quiet}")
                 points = []
-                turn = round_number % len(servers)
-                for running, grpc_port in servers[turn:] + servers[:turn]:
+                for running, grpc_port in rotated(servers, round_number):
                     for protocol in protocols:
                         if protocol == "json":
                             url = f"http://{HOST}:{running.port}/v2/models/{name}/infer"
@@ -145,21 +136,19 @@ def main() -> int:
 
 
 def report(results: dict[str, Any], concurrency: int) -> str:
-    by_point: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for round_ in results["rounds"]:
-        for point in round_["points"]:
-            by_point.setdefault((point["server"], point["protocol"]), []).append(point)
+    by_point = group((point for round_ in results["rounds"] for point in round_["points"]),
+                     key=lambda point: (str(point["server"]), str(point["protocol"])))
     lines = [f"credit-risk, one row, C={concurrency}, {len(results['rounds'])} rounds (median; all rounds' CPU "
              f"µs/call and p99 in brackets); load average {results['loadavg_start']} at the start, "
              f"{results['loadavg_end']} at the end", "",
              "| source | protocol | calls/s | p50 µs | p99 µs | server CPU % | server CPU µs/call | errors |",
              "|---|---|--:|--:|--:|--:|--:|--:|"]
     for (server, protocol), points in by_point.items():
-        def median(key: str, points: list[dict[str, Any]] = points) -> float:
-            return statistics.median(p[key] for p in points)
-        lines.append(f"| {server} | {protocol} | {median('rps'):,.0f} | {median('p50_us'):,.0f} | "
-                     f"{median('p99_us'):,.0f} ({', '.join(format(p['p99_us'], ',.0f') for p in points)}) | "
-                     f"{median('server_cpu_pct'):.0f} | {median('cpu_us_per_call'):.0f} "
+        def middle(key: str, points: list[dict[str, Any]] = points) -> float:
+            return median(p[key] for p in points)
+        lines.append(f"| {server} | {protocol} | {middle('rps'):,.0f} | {middle('p50_us'):,.0f} | "
+                     f"{middle('p99_us'):,.0f} ({', '.join(format(p['p99_us'], ',.0f') for p in points)}) | "
+                     f"{middle('server_cpu_pct'):.0f} | {middle('cpu_us_per_call'):.0f} "
                      f"({', '.join(format(p['cpu_us_per_call'], '.0f') for p in points)}) | "
                      f"{sum(p['errors'] for p in points)} |")
     lines.append(f"\nstops: {results['stops']}; gRPC path {GRPC_PATH}")

@@ -2,16 +2,16 @@
 
 Two halves:
 
-- imported by run.py (standard library only): :func:`h2load` drives one gRPC ``ModelInfer`` body at a
+- imported by measure.py (standard library only): :func:`h2load` drives one gRPC ``ModelInfer`` body at a
   server with nghttp2's ``h2load`` (C, one thread, HTTP/2 prior knowledge, one stream per connection) and
-  returns the same keys as run.py's ``wrk``. h2load counts HTTP 200 even for gRPC errors (the status is in
+  returns the same keys as measure.py's ``wrk``. h2load counts HTTP 200 even for gRPC errors (the status is in
   the trailers), so the answers are checked another way: every good answer to the same request has the same
   length (measured by ``check``), a gRPC error has none, so ``DATA bytes == answers x that length`` holds
   only when every answer was one (``grpc_not_ok`` counts the shortfall);
 - run with modelfleet's interpreter (numpy, tritonclient, grpcio):
 
       python grpc_load.py bodies MODEL_JSON OUT_PREFIX --rows N
-          from run.py's prepared model (ort_tools.py prepare: check rows + onnxruntime's answers) writes
+          from prepare.py's prepared model (ort_tools.py prepare: check rows + onnxruntime's answers) writes
           N-row requests (rows repeat the check rows) as OIP JSON (.json), Triton binary tensors over HTTP
           (.bin, its JSON header length in .len.json) and a framed gRPC ModelInferRequest with
           raw_input_contents (.grpc, as tritonclient sends it), plus the expected answer (.expected.json)
@@ -46,7 +46,7 @@ class Load:
     protocol: str  # "json", "binary" (Triton's binary tensor extension over HTTP) or "grpc"
     rows: int
     body: str
-    expected: str | None  # onnxruntime's answer; None: the one-row JSON request that run.py's verify checks
+    expected: str | None  # onnxruntime's answer; None: the one-row JSON request that servers.py's verify checks
     header_bytes: int | None = None  # binary: the JSON header's length
 
 
