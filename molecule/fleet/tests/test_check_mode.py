@@ -1,7 +1,10 @@
 """Check mode of the fleet playbooks; runs first in the verify step (file order), before test_fleet.py's rollouts.
 
 - After converge (credit-risk v1 stable on both serving hosts), deploy_model.yml --check of v1 and
-  monitoring.yml --check change nothing (changed=0 on every host).
+  monitoring.yml --check change nothing (changed=0 on every host); the deploy skips the host stack's roles
+  (nothing they depend on changed), and with -e deploy_model_host_stack=always their tasks change nothing either.
+- A changed setting of a host-stack role makes every host run the stack (--check --diff shows the change and
+  changes nothing); a stopped service of the stack makes that host alone run it, which starts the service.
 - deploy_model.yml --check --diff of a NEW version (v9, never built) succeeds: the conversion says it would
   build, the serving hosts say they would copy it, write its environment, start it and record it as the
   canary, the rollout plan (steps, gates, hosts) is shown; and nothing changed: no artifact on the
@@ -70,12 +73,51 @@ def changed_tasks(output: str) -> dict[str, set[str]]:
     return tasks
 
 
+def host_stack_reports(output: str) -> dict[str, str]:
+    """Serving host -> what deploy_model.yml said of its host stack ("Report the host stack")."""
+    return dict(re.findall(r'^ok: \[(mft-serving-\d)\] => \{\n\s+"msg": "host stack ([^"]*)"', output, re.M))
+
+
 def test_check_mode_after_converge_changes_nothing(workdir: Path) -> None:  # noqa: F811
     spec = PROJECT / "examples" / MODEL / "model.yml"
     deployed = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "--check")
     assert set(recap(deployed.stdout).values()) == {0}, recap(deployed.stdout)
+    # The converge set the host stack up and recorded it: with nothing changed its roles are skipped ...
+    assert host_stack_reports(deployed.stdout) == dict.fromkeys(
+        SERVING_HOSTS, "unchanged since it was last set up: its roles are skipped"), deployed.stdout[-6000:]
+    # ... and every one of their tasks, asked for, would change nothing either.
+    asserted = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", "deploy_model_host_stack=always",
+                        "--check")
+    assert set(recap(asserted.stdout).values()) == {0}, recap(asserted.stdout)
+    assert host_stack_reports(asserted.stdout) == dict.fromkeys(SERVING_HOSTS, "set up (asked for)")
+    assert "Harden the package's unit" in asserted.stdout  # the node exporter's tasks ran (in check mode)
     monitored = playbook("monitoring.yml", workdir, "--check")
     assert set(recap(monitored.stdout).values()) == {0}, recap(monitored.stdout)
+
+
+def test_the_host_stack_is_set_up_again_where_a_setting_changed_or_a_service_stopped(workdir: Path) -> None:  # noqa: F811
+    spec = PROJECT / "examples" / MODEL / "model.yml"
+    record = {host: _sh(host, "cat /etc/modelfleet/host-stack") for host in SERVING_HOSTS}
+    # A changed setting of a host-stack role (here given on the command line) makes every host run the stack.
+    changed = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e",
+                       '{"node_exporter_disabled_collectors": ["arp"]}', "--check", "--diff")
+    assert host_stack_reports(changed.stdout) == dict.fromkeys(
+        SERVING_HOSTS, "set up (its roles, wheelhouse or settings changed)"), changed.stdout[-6000:]
+    tasks = changed_tasks(changed.stdout)
+    assert tasks["Harden the package's unit"] == set(SERVING_HOSTS)
+    assert tasks["Record the host stack's fingerprint and services"] == set(SERVING_HOSTS)
+    assert "--no-collector.arp" in changed.stdout  # the diff of the unit
+    assert {host: _sh(host, "cat /etc/modelfleet/host-stack") for host in SERVING_HOSTS} == record
+
+    # A stopped service of the stack (the node exporter on one host): that host runs the stack and starts it.
+    _sh(SERVING_HOSTS[0], "systemctl stop prometheus-node-exporter.service")
+    healed = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
+    assert host_stack_reports(healed.stdout) == {SERVING_HOSTS[0]: "set up (a service is not running)",
+                                                 SERVING_HOSTS[1]: "unchanged since it was last set up: its roles "
+                                                                   "are skipped"}
+    assert changed_tasks(healed.stdout).get("Start the node exporter") == {SERVING_HOSTS[0]}
+    assert _sh(SERVING_HOSTS[0], "systemctl is-active prometheus-node-exporter.service").strip() == "active"
+    assert recap(healed.stdout)[SERVING_HOSTS[1]] == 0
 
 
 def test_check_mode_of_a_new_version_shows_the_plan_and_changes_nothing(workdir: Path) -> None:  # noqa: F811
