@@ -171,10 +171,11 @@ sanity: collection-build
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
 # Two cores, two streams at a time: lint beside building what the tests need (the test hosts' image, the
-# examples, the wheelhouse); then two streams: pytest, ansible-test sanity and the role scenarios (15 min on the
+# examples, the wheelhouse); then two streams: pytest, ansible-test sanity and the role scenarios (16 min on the
 # 2-core machine), beside the shorter Molecule scenarios and the timed scenarios' setup (create, converge,
-# idempotence, then their untimed tests: check mode; 19 min); then the timed scenarios' verify alone (their fleet
-# tests measure live traffic and must not share the machine; 28 min). make test took 47.6 min there (2026-12-07).
+# idempotence, then their untimed tests: check mode; 20 min); then the timed scenarios' verify alone (their fleet
+# tests measure live traffic and must not share the machine; 20 min). make test took 40.7 min there (2026-12-07,
+# after deploys began to skip the unchanged host stack: 47.6 min before).
 test: molecule-scenarios bootstrap venv collection
 	$(MAKE) -j2 --output-sync=line lint molecule-prereqs lambda-rie
 	$(MAKE) -j2 --output-sync=line test-checks test-side
