@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -110,27 +111,76 @@ class BodyError(Exception):
         self.message = message
 
 
+class _BodyDeadlines:
+    """One event loop's body reads and their deadlines; a sweep every :data:`SWEEP_SECONDS` while any is in
+    progress cancels those past theirs. Cheaper than a timer per request: arming and disarming one
+    (``asyncio.timeout``) cost about 15 µs per request under uvloop on the benchmark machine, a third of the
+    server's own work on a one-row request."""
+
+    def __init__(self) -> None:
+        self.reads: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self.sweeping = False
+
+    def add(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], timeout: float) -> None:
+        self.reads[task] = loop.time() + timeout
+        if not self.sweeping:
+            self.sweeping = True
+            loop.call_later(SWEEP_SECONDS, self.sweep, loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in list(self.reads.items()):
+            if deadline <= now:
+                del self.reads[task]
+                self.expired.add(task)
+                task.cancel()  # delivered where the task waits: in read_body's receive()
+        self.sweeping = bool(self.reads)
+        if self.sweeping:
+            loop.call_later(SWEEP_SECONDS, self.sweep, loop)
+
+
+#: How often a body read's deadline is checked: a read times out up to this much after its timeout.
+SWEEP_SECONDS = 0.1
+#: Each running loop's body reads (weak: a closed loop goes with its reads).
+_DEADLINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _BodyDeadlines] = weakref.WeakKeyDictionary()
+
+
 async def read_body(receive: Receive, headers: Iterable[tuple[bytes, bytes]], limit: int, timeout: float) -> bytes:
     """The whole request body: 413 beyond ``limit`` bytes (by Content-Length or as it arrives),
-    408 when it has not arrived within ``timeout`` seconds, 499 when the client went away."""
+    408 when it has not arrived within ``timeout`` seconds (checked every :data:`SWEEP_SECONDS`),
+    499 when the client went away."""
     for key, value in headers:
         if key == b"content-length" and value.isdigit() and int(value) > limit:
             raise BodyError(413, f"request body of {int(value)} bytes exceeds the limit of {limit} bytes")
+    task = asyncio.current_task()
+    assert task is not None, "read_body runs in a task"
+    loop = task.get_loop()
+    deadlines = _DEADLINES.get(loop)
+    if deadlines is None:
+        deadlines = _DEADLINES[loop] = _BodyDeadlines()
+    deadlines.add(loop, task, timeout)
     chunks = []
     size = 0
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise BodyError(499, "client disconnected")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyError(413, f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BodyError(499, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if task not in deadlines.expired:
+            raise  # someone else's cancellation
+        deadlines.expired.discard(task)
+        if task.uncancel() > 0:
+            raise  # also cancelled by someone else meanwhile
         raise BodyError(408, f"request body not received within {timeout:g} s") from None
+    finally:
+        deadlines.reads.pop(task, None)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
