@@ -125,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache: Path = args.cache.resolve()
     work = cache / "runs" / stamp
     work.mkdir(parents=True, exist_ok=True)
+    # A path relative to here would not start the servers, which run in the run's directory (not resolved: a venv's
+    # python is a link that must stay one).
     mf_python = args.modelfleet_python
+    if "/" in mf_python:
+        mf_python = str(Path(mf_python).absolute())
     mf_interp = interpreter_info(mf_python)
     mf_packages = package_versions(mf_python)
     if "modelfleet" not in mf_packages or "onnxruntime" not in mf_packages:
