@@ -175,7 +175,8 @@ sanity: collection-build
 # 2-core machine), beside the shorter Molecule scenarios and the timed scenarios' setup (create, converge,
 # idempotence, then their untimed tests: check mode; 20 min); then the timed scenarios' verify alone (their fleet
 # tests measure live traffic and must not share the machine; 20 min). make test took 40.7 min there (2026-12-07,
-# after deploys began to skip the unchanged host stack: 47.6 min before).
+# after deploys began to skip the unchanged host stack: 47.6 min before), and 51.7 min the next run on a day the
+# same machine was ~20 % slower at everything (timed verify 23 min, pytest 14 min).
 test: molecule-scenarios bootstrap venv collection
 	$(MAKE) -j2 --output-sync=line lint molecule-prereqs lambda-rie
 	$(MAKE) -j2 --output-sync=line test-checks test-side
