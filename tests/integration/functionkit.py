@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -80,7 +82,10 @@ class _Process:
 
     def _spawn(self, command: list[str], env: dict[str, str]) -> None:
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.log.parent)
+            # A session of its own: stop() signals the whole group (functions-framework's server runs in a
+            # child that outlived its parent's SIGTERM, two of them left behind by one make test).
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.log.parent,
+                                            start_new_session=True)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -99,14 +104,23 @@ class _Process:
         return found
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.terminate()
+        if self.process.poll() is not None:
+            self._signal_group(signal.SIGKILL)  # the leader is gone; whatever it started goes too
+            return
+        self._signal_group(signal.SIGTERM)
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self._signal_group(signal.SIGKILL)
             self.process.wait(5)
+        self._signal_group(signal.SIGKILL)  # whatever of the group outlived the leader
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
 
 
 class Emulator(_Process):
