@@ -106,7 +106,7 @@ class Buckets:
         return [(_le_label(bound), count) for bound, count in zip((*self.bounds, inf), counts, strict=True)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Family:
     name: str
     documentation: str
