@@ -200,7 +200,12 @@ class Router:
         wait_for(up, 15, what=f"{backend} {names} up")
 
     def wait_checked(self, backend: str) -> None:
-        wait_for(lambda: "INI" not in self.checks(backend).values(), 15, what=f"first health checks of {backend}")
+        """Wait until every server of ``backend`` had its first health check. Just after a reload the old worker may
+        still answer the admin socket, and it lists no server of a backend that only the new configuration has."""
+        def checked() -> bool:
+            checks = self.checks(backend)
+            return bool(checks) and "INI" not in checks.values()
+        wait_for(checked, 15, what=f"first health checks of {backend}")
 
     def reload(self) -> None:
         """What `systemctl reload haproxy` runs with the role's drop-in: check, save the state, SIGUSR2."""
@@ -629,7 +634,9 @@ def test_reload_and_restart_keep_runtime_weights(
     router.reload()
     assert router.servers("credit-risk") == expected
     router.wait_checked("fraud")  # nothing runs in its slots: down once checked (HAProxy starts servers up)
-    assert router.servers("fraud") == {"blue": (100, 0, 0), "green": (0, 0, 0)}
+    # Read until the new worker answers (the old one, still draining after the reload, does not know "fraud").
+    fraud = {"blue": (100, 0, 0), "green": (0, 0, 0)}
+    wait_for(lambda: router.servers("fraud") == fraud, 10, what=f"fraud's servers {fraud}")
 
     # HAProxy dies (no state saved on the way out) and starts again: it loads the file the module wrote.
     assert module_direct(weights_args(router, "credit-risk", weights={"blue": 20, "green": 80}))["state_file"]
