@@ -5,6 +5,14 @@ out canaries with the real deploy_model.yml: a good one is promoted; an erroring
 one, and one whose process is killed mid-rollout, are each rolled back by the gate made for them;
 rollback_model.yml returns to the previous version. Every client request is counted; the goal is zero
 failures. The tests run in file order (each builds on the fleet the previous one left).
+
+gRPC (issue 13, fleet_grpc.py): during the good canary's rollout, gRPC clients of both routers see no failed
+call, both versions answer them, only v2 after the promotion, and each router splits their calls by the step's
+weight. Then, under both loads, an operator changes v2's batching settings in its spec and runs deploy_model.yml
+again (issue 15): the model_server role's handler restarts the running v2 on every host (the lone stable there,
+so a surge stand-in of v2 serves meanwhile, over HTTP and gRPC); the new process runs with the new settings, the
+release records and weights are as before, and no client call fails. (That a second run then restarts nothing
+is the role's own test, tests/integration/test_ansible_model_server_restart.py.)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fleet_grpc import CounterSampler, Reading, assert_split_by_weight, calls_at_step, grpc_clients, metrics_urls
 from harness import load_example
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
@@ -30,10 +39,12 @@ INVENTORY = SCENARIO / "inventory" / "hosts.yml"
 ROUTERS = ["http://172.30.0.21:8000", "http://172.30.0.22:8000"]
 SERVING_HOSTS = ["mft-serving-1", "mft-serving-2"]
 MODEL = "credit-risk"
+GRPC_BACKEND = f"{MODEL}_grpc"
 # Seconds-long steps so that a whole rollout takes about a minute; gates as an operator would set them.
 # The gates judge with confidence: a p99 needs a few hundred requests per version and step, hence the load.
+STEPS = [25, 100]
 ROLLOUT = {
-    "steps": [25, 100],
+    "steps": STEPS,
     "interval": "12s",
     "min_requests": 100,
     "failure_limit": 1,
@@ -131,7 +142,20 @@ def test_v1_serves_through_both_routers(load: Any) -> None:
 
 
 def test_good_canary_is_promoted_under_load(load: Any, workdir: Path) -> None:
-    deploy("good", 2, workdir)
+    with grpc_clients(_load("traffic"), ROUTERS) as grpc:
+        answered = grpc.answered()
+        assert grpc.failed() == 0 and all(answered[router] > 0 for router in grpc.routers), \
+            (grpc.snapshot(), grpc.failures[:10])
+        assert set(grpc.snapshot()[1]) == {"1"}, grpc.snapshot()
+        sampler = CounterSampler(metrics_urls(ROUTERS), GRPC_BACKEND)
+        sampler.start()
+        try:
+            deploy("good", 2, workdir)
+        finally:
+            sampler.stop()
+        before = grpc.snapshot()[1]
+        time.sleep(3)
+        after = grpc.snapshot()[1]
     state = rollout_state(workdir)
     report_steps(state)
     assert state["phase"] == "promoted", state["last_reason"]
@@ -139,9 +163,80 @@ def test_good_canary_is_promoted_under_load(load: Any, workdir: Path) -> None:
     for host in SERVING_HOSTS:
         record = release(host)
         assert record["stable"]["version"] == "2" and record["previous"]["version"] == "1" and not record["canary"]
-    before = load.snapshot()[1]["2"]
+    before_http = load.snapshot()[1]["2"]
     time.sleep(3)
-    assert load.snapshot()[1]["2"] > before, "v2 answers after the promotion"
+    assert load.snapshot()[1]["2"] > before_http, "v2 answers after the promotion"
+    assert grpc.failed() == 0, grpc.failures[:20]
+    assert before["1"] > 0 and before["2"] > 0, before
+    assert after["2"] > before["2"] and after["1"] == before["1"], "only v2 answers gRPC calls after the promotion"
+    assert_split_by_weight(sampler, STEPS[0])
+
+
+def docker_exec(host: str, *command: str) -> str:
+    return subprocess.run(["docker", "exec", host, *command], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+def main_pid(host: str, instance: str) -> int:
+    return int(docker_exec(host, "systemctl", "show", f"modelfleet-serve@{instance}.service", "-p", "MainPID",
+                           "--value"))
+
+
+def slot_states(host: str) -> str:
+    """The model's HTTP and gRPC backends' server weights and admin states (`show servers state`)."""
+    rows = []
+    for backend in (MODEL, GRPC_BACKEND):
+        text = docker_exec(host, "sh", "-c",
+                           f"echo 'show servers state {backend}' | socat stdio /run/haproxy/admin.sock")
+        rows += [" ".join(line.split()[i] for i in (1, 3, 6, 7)) for line in text.splitlines()[2:] if line.strip()]
+    return "\n".join(rows)
+
+
+def test_a_changed_batching_setting_restarts_the_running_version(load: Any, workdir: Path) -> None:
+    spec = workdir / "v2-good" / "model.yml"
+    text = spec.read_text()
+    assert "batching: {max_batch: 64, max_queue_delay_us: 2000}" in text, text
+    spec.write_text(text.replace("batching: {max_batch: 64, max_queue_delay_us: 2000}",
+                                 "batching: {max_batch: 16, max_queue_delay_us: 500}"))
+    instance = f"{MODEL}-2"
+    pids = {host: main_pid(host, instance) for host in SERVING_HOSTS}
+    records = {host: release(host) for host in SERVING_HOSTS}
+    slots = {host: slot_states(host) for host in SERVING_HOSTS}
+    failed_before = load.failed()
+    answered_before = sum(load.snapshot()[0].values())
+    with grpc_clients(_load("traffic"), ROUTERS) as grpc:
+        calls_before = sum(grpc.snapshot()[0].values())
+        done = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}")
+        calls = sum(grpc.snapshot()[0].values()) - calls_before
+    assert "Restart the changed versions of the model" in done.stdout, done.stdout[-4000:]
+    for host in SERVING_HOSTS:
+        pid = main_pid(host, instance)
+        assert pid not in (0, pids[host]), f"{instance} was not restarted on {host}"
+        command = docker_exec(host, "cat", f"/proc/{pid}/cmdline").replace("\0", " ")
+        assert "--max-batch 16" in command and "--max-queue-delay-us 500" in command, command
+        assert release(host) == records[host]
+        assert slot_states(host) == slots[host]
+        assert "surge" not in docker_exec(host, "sh", "-c", "ls /etc/modelfleet/serve"), "the stand-in is retired"
+    answered = sum(load.snapshot()[0].values()) - answered_before
+    print(f"during the restart run: {answered} HTTP requests, {calls} gRPC calls; results "
+          f"{json.dumps([line for line in done.stdout.splitlines() if 'method' in line][:4])}")
+    assert (load.failed(), grpc.failed()) == (failed_before, 0) == (0, 0), (load.failures[:10], grpc.failures[:10])
+    assert answered > 0 and calls > 0
+
+
+def test_calls_at_step_counts_only_between_reads_at_the_steps_weights() -> None:
+    """fleet_grpc's counting rule on made-up reads (a check of the scenario's own arithmetic)."""
+    def reading(blue: int, green: int, calls_blue: int, calls_green: int) -> Reading:
+        return Reading("\n".join([
+            f'haproxy_server_weight{{proxy="{GRPC_BACKEND}",server="blue"}} {blue}',
+            f'haproxy_server_weight{{proxy="{GRPC_BACKEND}",server="green"}} {green}',
+            f'haproxy_server_sessions_total{{proxy="{GRPC_BACKEND}",server="blue"}} {calls_blue}',
+            f'haproxy_server_sessions_total{{proxy="{GRPC_BACKEND}",server="green"}} {calls_green}',
+            f'haproxy_server_weight{{proxy="{MODEL}",server="blue"}} 1']), GRPC_BACKEND)
+    readings = [reading(100, 0, 50, 0), reading(75, 25, 60, 0), reading(75, 25, 90, 10), reading(75, 25, 120, 20),
+                reading(0, 100, 120, 90)]
+    assert calls_at_step(readings, 25) == (20, 80)
+    assert calls_at_step(readings[:2], 25) == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,12 @@
 """The fleet under faults (issue 15), after test_fleet.py's rollouts (pytest runs the files in name order).
 
 In this order, each on the fleet that the one before left:
-- a second deploy while another owner holds the lock is refused, then goes on with rollout_break_lock (v7);
-- a rollout interrupted by killing its controller resumes from a second checkout (v8);
-- rollback_model.yml with the monitoring host stopped returns to the previous version (v7), and
+- a deploy (v8) while another owner holds the lock of one host is refused and gives back what it took; the
+  other owner's lock stays for the next test;
+- a rollout interrupted by killing its controller resumes from a second checkout (v8): the first controller breaks
+  the other owner's lock with rollout_break_lock and goes on, the second breaks the killed one's lock, resumes its
+  rollout, promotes v8 and gives the lock back (one deploy, not one per lock case: each costs 1.5 min here);
+- rollback_model.yml with the monitoring host stopped returns to the previous version (v1), and
   `monitoring.yml --tags file_sd` catches Prometheus's targets up afterwards;
 The lost serving host is test_fleet_lost_host.py, the scenario's last test (it stops a host).
 """
@@ -42,7 +45,9 @@ def said_by(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + "\n" + result.stderr
 
 
-RELEASES = "/var/lib/modelfleet/releases"
+# Another controller's lock of the model, as fleet_lock writes it.
+FOREIGN_LOCK = {"format": 1, "owner": "ci@runner-7", "controller": "runner-7", "pid": 4242,
+                "purpose": "deploy credit-risk v9", "acquired_at": time.time() - 90}
 
 
 def host_file(host: str, name: str) -> dict[str, Any] | None:
@@ -54,22 +59,17 @@ def host_file(host: str, name: str) -> dict[str, Any] | None:
 
 def test_a_second_deploy_is_refused_while_another_owner_holds_the_lock(load: Any, workdir: Path) -> None:  # noqa: F811
     # Another controller's lock, as fleet_lock writes it, on one host only: the run must give back what it took.
-    held = {"format": 1, "owner": "ci@runner-7", "controller": "runner-7", "pid": 4242,
-            "purpose": "deploy credit-risk v9", "acquired_at": time.time() - 90}
     subprocess.run(["docker", "exec", "-i", SERVING_HOSTS[1], "sh", "-c", f"cat > {RELEASES}/{MODEL}.lock"],
-                   input=json.dumps(held), text=True, check=True)
-    spec = _load_variants().make_variant("good", "7", workdir / "v7-good")
+                   input=json.dumps(FOREIGN_LOCK), text=True, check=True)
+    spec = _load_variants().make_variant("good", "8", workdir / "v8-good")
     refused = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", check=False)
     assert refused.returncode != 0
     said = said_by(refused)
     assert "locked by ci@runner-7 on runner-7 (pid 4242)" in said and "s ago" in said, said[-4000:]
     assert host_file(SERVING_HOSTS[0], f"{MODEL}.lock") is None, "the lock taken on the other host is given back"
+    assert host_file(SERVING_HOSTS[1], f"{MODEL}.lock") == FOREIGN_LOCK, "the other owner's lock is left alone"
     assert all(release(host)["canary"] is None for host in SERVING_HOSTS), "nothing was installed"
-    # Broken explicitly, the deploy goes on, and gives the lock back at the end.
-    done = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", "rollout_break_lock=true")
-    assert "broke the lock of ci@runner-7" in said_by(done), said_by(done)[-4000:]
-    assert all(release(host)["stable"]["version"] == "7" for host in SERVING_HOSTS)
-    assert all(host_file(host, f"{MODEL}.lock") is None for host in SERVING_HOSTS)
+    # The next test's first controller breaks this lock (rollout_break_lock) and goes on.
 
 
 def descendants(pid: int) -> list[int]:
@@ -100,13 +100,18 @@ def kill_controller(pid: int) -> None:
 
 
 def test_an_interrupted_rollout_resumes_from_another_checkout(load: Any, workdir: Path) -> None:  # noqa: F811
-    spec = _load_variants().make_variant("good", "8", workdir / "v8-good")
+    spec = workdir / "v8-good" / "model.yml"  # the refused deploy's version (the test before)
+    assert host_file(SERVING_HOSTS[1], f"{MODEL}.lock") == FOREIGN_LOCK, "the test before left the other owner's lock"
     overrides = workdir / "overrides.json"
     overrides.write_text(json.dumps({"rollout_overrides": ROLLOUT, "rollout_state_dir": str(workdir / "rollouts")}))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".cache" / "collections"), ANSIBLE_NOCOLOR="1")
-    first = subprocess.Popen(["ansible-playbook", "-i", str(INVENTORY), str(PROJECT / "playbooks" / "deploy_model.yml"),
-                              "-e", f"@{overrides}", "-e", f"model_spec={spec}"], env=env, cwd=PROJECT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first_log = workdir / "first-checkout.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(["ansible-playbook", "-i", str(INVENTORY),
+                                  str(PROJECT / "playbooks" / "deploy_model.yml"), "-e", f"@{overrides}",
+                                  "-e", f"model_spec={spec}", "-e", "rollout_break_lock=true",
+                                  "-e", "rollout_lock_owner=ops@first-checkout"],
+                                 env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     # Wait until the hosts keep a state with at least one analysis of canary 8, then kill the controller hard.
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -119,14 +124,14 @@ def test_an_interrupted_rollout_resumes_from_another_checkout(load: Any, workdir
         pytest.fail("the first step of canary 8 was not analysed")
     kill_controller(first.pid)
     first.wait(30)
+    assert "broke the lock of ci@runner-7" in first_log.read_text(), first_log.read_text()[-4000:]
     analysed = len(kept["history"])
-    # A second checkout: its own, empty state directory, another owner; the first one's lock is left behind.
+    # A second checkout: its own, empty state directory, another owner; the killed one's lock is left behind
+    # (a deploy without rollout_break_lock is refused by it: test_a_second_deploy_is_refused_...).
     second = workdir / "second-checkout-rollouts"
-    refused = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", f"rollout_state_dir={second}",
-                       "-e", "rollout_lock_owner=ops@second-checkout", check=False)
-    assert refused.returncode != 0 and "is locked by" in said_by(refused), said_by(refused)[-4000:]
-    playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", f"rollout_state_dir={second}",
-             "-e", "rollout_lock_owner=ops@second-checkout", "-e", "rollout_break_lock=true")
+    resumed = playbook("deploy_model.yml", workdir, "-e", f"model_spec={spec}", "-e", f"rollout_state_dir={second}",
+                       "-e", "rollout_lock_owner=ops@second-checkout", "-e", "rollout_break_lock=true")
+    assert "broke the lock of ops@first-checkout" in said_by(resumed), said_by(resumed)[-4000:]
     state = json.loads((second / f"{MODEL}.json").read_text())
     report_steps(state)
     assert state["phase"] == "promoted" and state["canary"] == "8", state["last_reason"]
@@ -135,6 +140,7 @@ def test_an_interrupted_rollout_resumes_from_another_checkout(load: Any, workdir
     for host in SERVING_HOSTS:
         assert release(host)["stable"]["version"] == "8"
         assert host_file(host, f"{MODEL}.rollout.json") == state
+        assert host_file(host, f"{MODEL}.lock") is None, f"the lock is given back on {host}"
 
 
 MONITORING_HOST = "mft-monitor"

@@ -1,6 +1,6 @@
 """A serving host stopped mid-rollout, then brought in line by the next run (issue 15); runs last (it stops a host).
 
-On the fleet the gRPC tests left (stable v10 on both hosts), deploy_model.yml rolls out a good v11 while clients
+On the fleet the fault tests left (stable v1 on both hosts), deploy_model.yml rolls out a good v11 while clients
 load the router of the host that stays. Once that router shows the first step's weights, the other serving host
 is stopped (`docker stop`: Ansible finds it unreachable, Prometheus finds its targets down).
 
