@@ -171,12 +171,15 @@ sanity: collection-build
 	  $(VENV_ABS)/bin/ansible-test sanity --local --python $(SANITY_PYTHON) --requirements $(SANITY_ARGS)
 
 # Two cores, two streams at a time: lint beside building what the tests need (the test hosts' image, the
-# examples, the wheelhouse); then two streams: pytest, ansible-test sanity and the role scenarios (16 min on the
-# 2-core machine), beside the shorter Molecule scenarios and the timed scenarios' setup (create, converge,
-# idempotence, then their untimed tests: check mode; 20 min); then the timed scenarios' verify alone (their fleet
-# tests measure live traffic and must not share the machine; 20 min). make test took 40.7 min there (2026-12-07,
-# after deploys began to skip the unchanged host stack: 47.6 min before), and 51.7 min the next run on a day the
-# same machine was ~20 % slower at everything (timed verify 23 min, pytest 14 min).
+# examples, the wheelhouse); then two streams: pytest, then the shorter Molecule scenarios (provision), beside the
+# timed scenarios' setup (create, converge, idempotence, then their untimed tests: check mode) followed by
+# ansible-test sanity and the role scenarios; then the timed scenarios' verify alone (their fleet tests measure live
+# traffic and must not share the machine). The timed scenarios' setup goes first in its stream: phase 3 waits for it.
+# make test took 40.7 min here (2026-12-07, after deploys began to skip the unchanged host stack: 47.6 min before),
+# 51.7 min the next run on a day the same machine was ~20 % slower (timed verify 23 min, pytest 14 min), and 44.2 min
+# after the fleet scenario lost 2 deploys and a check run (2026-12-07 evening; the streams in the order before this
+# one: pytest, sanity, role scenarios 20.3 min beside provision, fleet setup, untimed 24.9 min; timed verify 18.5 min).
+# In this order the streams took 24.1 min (pytest, provision) and 21.1 min (fleet setup, untimed, sanity, roles).
 test: molecule-scenarios bootstrap venv collection
 	$(MAKE) -j2 --output-sync=line lint molecule-prereqs lambda-rie
 	$(MAKE) -j2 --output-sync=line test-checks test-side
@@ -185,13 +188,13 @@ test: molecule-scenarios bootstrap venv collection
 # make test's first stream, one after the other.
 test-checks:
 	$(MAKE) pytest
+	$(if $(TEST_SIDE_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_SIDE_SCENARIOS)",true)
+
+# make test's second stream, one after the other: the timed scenarios' setup first (the longest chain).
+test-side:
+	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-setup MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 	$(MAKE) sanity
 	$(MAKE) molecule-roles
-
-# make test's second stream, one after the other.
-test-side:
-	$(if $(TEST_SIDE_SCENARIOS),$(MAKE) molecule-run MOLECULE_SCENARIOS="$(TEST_SIDE_SCENARIOS)",true)
-	$(if $(TEST_LAST_SCENARIOS),$(MAKE) molecule-setup MOLECULE_SCENARIOS="$(TEST_LAST_SCENARIOS)",true)
 
 ## --- serverless (docs/serverless.md) ----------------------------------------
 

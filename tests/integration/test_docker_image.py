@@ -136,8 +136,9 @@ def test_bad_build_arguments_stop_the_build_with_a_message(docker: Docker, credi
                                                            tmp_path: Path, args: dict[str, str], message: str) -> None:
     context = stage_context(credit_risk_artifact, wheelhouse(), tmp_path / "ctx")
     tag = f"{PREFIX}-bad:{uuid.uuid4().hex[:8]}"
-    result = docker.run("build", "--tag", tag, *[f"--build-arg={k}={v}" for k, v in
-                                                 (context.build_args(BASE_IMAGE, "cpu") | args).items()],
+    # --force-rm: the failed step's container is removed too (the classic builder keeps it by default).
+    result = docker.run("build", "--force-rm", "--tag", tag, *[f"--build-arg={k}={v}" for k, v in
+                                                               (context.build_args(BASE_IMAGE, "cpu") | args).items()],
                         str(context.path), check=False)
     docker.remove(images=[tag])
     assert result.returncode != 0
