@@ -9,6 +9,7 @@ those weights, so none from before or after the step is counted in it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -30,7 +31,9 @@ def metrics_urls(routers: list[str]) -> list[str]:
     return [router.replace(":8000", ":8404") + "/metrics?scope=server" for router in routers]
 
 
+@functools.cache
 def _server_line(backend: str) -> re.Pattern[str]:
+    """The metrics lines of ``backend``'s servers' weight and balanced calls (compiled once per backend)."""
     return re.compile(r'^haproxy_server_(weight|sessions_total)\{(?=[^}]*proxy="' + re.escape(backend)
                       + r'")[^}]*server="(\w+)"[^}]*\} (\S+)$', re.MULTILINE)
 
