@@ -6,17 +6,14 @@ thread-pool server, each driven by h2load (one connection per stream, C connecti
 CPU (utime + stime of all its threads) per call. Compare with modelfleet's whole gRPC path
 (``bench/serving/run.sh``: about 560 µs per call on 2026-12-06) and its whole JSON path (about 170 µs).
 
-The "hand-off" servers are the thread-pool server whose handler hands each call to a uvloop event loop in
-the main thread (where a real server's data plane lives) and waits for its answer, an echo coroutine run
-as a task on that loop:
+The "hand-off" server is the thread-pool server whose handler hands each call to a uvloop event loop in the
+main thread (where a real server's data plane lives) with ``asyncio.run_coroutine_threadsafe(...).result()``
+and waits for the answer. (modelfleet's own batched hand-off, measured here until 2026-12-07, is gone with
+the front end that used it.)
 
-- ``run_coroutine_threadsafe``: ``asyncio.run_coroutine_threadsafe(coroutine, loop).result()`` per call;
-- ``batched``: modelfleet's own ``Handoff`` (``modelfleet.serve.grpcapi.server``, as ``modelfleet serve`` uses
-  it): the handler queues the call and wakes the loop (``call_soon_threadsafe``) only when no wake-up is
-  pending; the loop takes every queued call per wake-up, runs each as a task, and releases the handler when
-  it is done;
-- ``batched, no task``: the same ``Handoff``, but the loop answers in the wake-up itself (no task): the
-  hand-off's own cost, a floor below the others.
+The "modelfleet h2" servers are modelfleet's own gRPC transport (``modelfleet.serve.grpcapi.h2``, as
+``modelfleet serve`` runs it: HTTP/2 parsed on the uvloop event loop, no thread per call) answering the echo
+at once, or from a coroutine run as a task (as ``ModelInfer`` is).
 
     .venv/bin/python bench/serving/grpc_floor.py [--seconds 5] [--concurrency 1,32] [--rounds 2]
         [--servers 'uvloop|hand-off']
@@ -35,18 +32,17 @@ import tempfile
 import time
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 SERVICE, METHOD = "inference.GRPCInferenceService", "ModelInfer"
 ANSWER = b"\x0a\x03abc"
 SERVERS = {"aio (asyncio)": ["aio"], "aio (uvloop)": ["aio", "uvloop"], "sync, 16 threads": ["sync", "16"],
            "sync, 4 threads": ["sync", "4"],
-           "sync + hand-off, run_coroutine_threadsafe, 16 threads": ["handoff", "16", "threadsafe"],
-           "sync + hand-off, batched, 16 threads": ["handoff", "16", "batched"],
-           "sync + hand-off, batched, 64 threads": ["handoff", "64", "batched"],
-           "sync + hand-off, batched, no task, 16 threads": ["handoff", "16", "inline"]}
+           "sync + hand-off, run_coroutine_threadsafe, 16 threads": ["handoff", "16"],
+           "modelfleet h2, in the loop": ["h2", "inline"], "modelfleet h2, as a task": ["h2", "task"]}
 
 
-def serve(kind: str, port: int, option: str | None = None, mode: str | None = None) -> None:
+def serve(kind: str, port: int, option: str | None = None) -> None:
     """Run one echo server until killed (the child process)."""
     import grpc
     import grpc.aio
@@ -77,20 +73,10 @@ def serve(kind: str, port: int, option: str | None = None, mode: str | None = No
 
         async def main_handoff() -> None:
             loop = asyncio.get_running_loop()
-            if mode == "threadsafe":
-                def hand(data: bytes, context: object) -> bytes:
-                    return asyncio.run_coroutine_threadsafe(aecho(data, context), loop).result()
-            else:
-                # modelfleet's own hand-off (the gRPC front end's), with an echo in place of the data plane.
-                from modelfleet.serve.grpcapi.server import Handoff, Work
 
-                handoff = Handoff(loop)
-                work: Work = (lambda data: aecho(data, None)) if mode == "batched" else (lambda _data: ANSWER)
+            def hand(data: bytes, context: object) -> bytes:
+                return asyncio.run_coroutine_threadsafe(aecho(data, context), loop).result()
 
-                def hand(data: bytes, context: object) -> bytes:
-                    answer = handoff.call(work, data)
-                    assert isinstance(answer, bytes), answer  # an echo never refuses
-                    return answer
             pool = futures.ThreadPoolExecutor(max_workers=int(option or 16))
             server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
             server.add_generic_rpc_handlers([handler(hand)])
@@ -100,6 +86,25 @@ def serve(kind: str, port: int, option: str | None = None, mode: str | None = No
 
         uvloop.install()
         asyncio.run(main_handoff())
+    elif kind == "h2":
+        import uvloop
+
+        from modelfleet.serve.grpcapi.h2 import Answer, GrpcConnection, Limits
+
+        async def answer(_data: bytes) -> Answer:
+            return ANSWER
+
+        def dispatch(_path: str, data: bytes) -> Any:
+            return ANSWER if option == "inline" else answer(data)
+
+        async def main_h2() -> None:
+            limits = Limits(max_message=1 << 20, max_streams=128)
+            server = await asyncio.get_running_loop().create_server(
+                lambda: GrpcConnection(dispatch, limits, lambda _c: None), "127.0.0.1", port)
+            await server.serve_forever()
+
+        uvloop.install()
+        asyncio.run(main_h2())
     else:
         pool = futures.ThreadPoolExecutor(max_workers=int(option or 4))
         server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
@@ -153,7 +158,7 @@ def main() -> int:
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]), *(args.serve[2:4]))
+        serve(args.serve[0], int(args.serve[1]), *(args.serve[2:3]))
         return 0
     words = [w for w in args.servers.split("|") if w]
     servers = {name: argv for name, argv in SERVERS.items() if not words or any(w in name for w in words)}

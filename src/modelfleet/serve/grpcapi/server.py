@@ -1,38 +1,33 @@
 """The gRPC front end of a :class:`~modelfleet.serve.dataplane.DataPlane`: ``inference.GRPCInferenceService``
-(the Open Inference Protocol over gRPC, with Triton's ModelConfig and ModelStatistics) on grpcio's thread-pool
-server, every call handed to the HTTP server's event loop.
+(the Open Inference Protocol over gRPC, with Triton's ModelConfig and ModelStatistics), served on the HTTP
+server's event loop by :mod:`modelfleet.serve.grpcapi.h2`.
 
 Inference goes through the same ``DataPlane.infer`` as HTTP (admission, batching, metrics with
-``protocol="grpc"``, payload spool), on the event loop. Handlers receive the raw message bytes so that a
-malformed or oversized message is the server's own INVALID_ARGUMENT / RESOURCE_EXHAUSTED with a message,
-counted like HTTP's 400 / 413.
+``protocol="grpc"``, payload spool). Handlers receive the raw message bytes so that a malformed or oversized
+message is the server's own INVALID_ARGUMENT / RESOURCE_EXHAUSTED with a message, counted like HTTP's 400 /
+413. A call whose client has gone (reset, deadline) still runs to its end; the answer is dropped.
 
-Why not grpc.aio in the event loop: with it, a one-row ModelInfer at 32 calls in flight cost the server about
-twice the CPU it costs this way (``bench/serving/grpc_ab.py``; docs/serving-benchmark.md, "Where gRPC's cost
-goes"). A pool thread hands each call to the loop through :class:`Handoff`: it queues the call and wakes the
-loop only when no wake-up is pending; the loop starts every queued call per wake-up (``ModelInfer`` as a
-task, the other methods at once) and releases the thread with the answer. A call whose client has gone
-(cancelled, deadline) still runs to its end on the loop; the answer is dropped.
+Why not grpcio's servers: grpc.aio in the event loop cost a one-row ModelInfer about 400 µs of CPU at 32
+calls in flight, grpcio's thread-pool server handing calls to the loop about 200-400 µs (some 12 context
+switches per call), the HTTP/2 transport in the loop a fraction of that (``bench/serving/grpc_floor.py``,
+``grpc_ab.py``; docs/serving-benchmark.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import threading
-from collections import deque
+import time
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 from google.protobuf.json_format import ParseDict
 from google.protobuf.message import DecodeError, Message
 
 from modelfleet import __version__
 from modelfleet.serve.dataplane import DataPlane, InferResponse
 from modelfleet.serve.grpcapi import inference_pb2 as pb
+from modelfleet.serve.grpcapi.h2 import UNIMPLEMENTED, Answer, GrpcConnection, Limits
 from modelfleet.serve.grpcapi.tensors import decode_request, encode_response, parse_request
 from modelfleet.serve.protocol import EXTENSIONS, InferRequest, ProtocolError
 from modelfleet.serve.runtime import TensorInfo
@@ -40,96 +35,17 @@ from modelfleet.serve.runtime import TensorInfo
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
-#: The gRPC code for each HTTP status the data plane refuses with.
-CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED,
-         408: grpc.StatusCode.DEADLINE_EXCEEDED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-         499: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE}
-#: What a method does on the event loop with the message's bytes: its answer's bytes or the refusal, either at
-#: once or (``ModelInfer``) from a coroutine the loop runs as a task.
-Outcome = bytes | ProtocolError
-Work = Callable[[bytes], Outcome | Coroutine[Any, Any, Outcome]]
-#: Pool threads beyond the data plane's queue and batch (calls that wait for a thread do not reach its queue).
-SPARE_THREADS = 16
+#: The gRPC status code for each HTTP status the data plane refuses with.
+CODES = {400: 3, 404: 5, 405: 12, 408: 4, 413: 8, 499: 1, 500: 13, 503: 14}  # INVALID_ARGUMENT ... UNAVAILABLE
+#: What a method does with the message's bytes: its answer (message or status), at once or from a coroutine.
+Work = Callable[[bytes], Answer | Coroutine[Any, Any, Answer]]
+#: Calls open at once on one connection beyond the data plane's queue and batch (the data plane refuses more).
+SPARE_STREAMS = 16
 
 
-def status_code(http_status: int) -> grpc.StatusCode:
-    return CODES.get(http_status, grpc.StatusCode.UNKNOWN)
-
-
-class _Slot:
-    """One call handed to the loop: the pool thread waits on ``done`` (held until the outcome is in)."""
-
-    __slots__ = ("done", "error", "outcome")
-
-    def __init__(self) -> None:
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.outcome: Outcome = b""
-        self.error: BaseException | None = None
-
-
-class Handoff:
-    """Runs calls from grpcio's pool threads on ``loop``, one wake-up of the loop for all calls queued meanwhile."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pending: deque[tuple[Work, bytes, _Slot]] = deque()
-        self.scheduled = False  # a wake-up is pending: calls queued now are taken by it
-        self.tasks: set[asyncio.Task[Outcome]] = set()
-        self.closed = False  # the front end stopped: a call the loop will never run is refused
-
-    def call(self, work: Work, data: bytes) -> Outcome:
-        """In a pool thread: ``work(data)`` on the loop; its outcome."""
-        slot = _Slot()
-        self.pending.append((work, data, slot))
-        if not self.scheduled:  # two threads may both wake the loop: the second wake-up finds nothing to do
-            self.scheduled = True
-            self.loop.call_soon_threadsafe(self._drain)
-        while not slot.done.acquire(timeout=1.0):
-            if self.closed and not self.loop.is_running():
-                return ProtocolError(503, "the server shut down before the model answered")
-        if slot.error is not None:
-            raise slot.error
-        return slot.outcome
-
-    def _drain(self) -> None:
-        """On the loop: start every queued call. The flag is cleared first, so a call queued after the last
-        one taken here schedules another wake-up."""
-        self.scheduled = False
-        pending = self.pending
-        while pending:
-            work, data, slot = pending.popleft()
-            try:
-                outcome = work(data)
-            except Exception as exc:  # a bug: the pool thread raises it (gRPC's UNKNOWN)
-                slot.error = exc
-                slot.done.release()
-                continue
-            if isinstance(outcome, (bytes, ProtocolError)):
-                slot.outcome = outcome
-                slot.done.release()
-            else:
-                task = self.loop.create_task(outcome)
-                self.tasks.add(task)
-                task.add_done_callback(functools.partial(self._finish, slot))
-
-    def _finish(self, slot: _Slot, task: asyncio.Task[Outcome]) -> None:
-        self.tasks.discard(task)
-        if task.cancelled():
-            slot.outcome = ProtocolError(499, "the call was cancelled")
-        elif (error := task.exception()) is not None:
-            slot.error = error
-        else:
-            slot.outcome = task.result()
-        slot.done.release()
-
-    async def cancel(self) -> None:
-        """Cancel the calls still running on the loop (their RPCs are over), and wait for them."""
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+def refusal(error: ProtocolError) -> tuple[int, str]:
+    """The gRPC status (code, message) of the data plane's refusal."""
+    return CODES.get(error.status, 2), error.message  # 2: UNKNOWN
 
 
 class GrpcFrontEnd:
@@ -138,56 +54,48 @@ class GrpcFrontEnd:
     def __init__(self, plane: DataPlane, host: str, port: int) -> None:
         self.plane = plane
         self.host, self.port = host, port
-        self._server: grpc.Server | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._handoff: Handoff | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[GrpcConnection] = set()
+        self._methods: dict[str, Work] = {}
 
     async def start(self) -> None:
         settings = self.plane.settings
-        limit = settings.max_request_bytes
-        self._handoff = Handoff(asyncio.get_running_loop())
-        # One thread per call in flight (each waits for the loop's answer; threads start as calls need them):
-        # enough for the data plane's whole queue and a batch executing, so that a full queue still refuses.
-        self._pool = ThreadPoolExecutor(max_workers=settings.max_queue_size + settings.runtime.max_batch +
-                                        SPARE_THREADS, thread_name_prefix="grpc")
-        # gRPC's own limit sits above ours, so that a message over ours reaches the handler and is refused
-        # (and counted) with the same message as HTTP's 413; far beyond, gRPC refuses it by itself.
-        server = grpc.server(self._pool, options=[("grpc.max_receive_message_length", 2 * limit + (1 << 20)),
-                                                  ("grpc.max_send_message_length", -1),
-                                                  ("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
-            name: grpc.unary_unary_rpc_method_handler(self._handed_off(work))
-            for name, work in self._handlers().items()})])
-        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        self.port = server.add_insecure_port(address)
-        server.start()
-        self._server = server
+        # Messages up to twice the data plane's limit reach it and are refused (and counted) with the same
+        # message as HTTP's 413; beyond that the transport refuses them as they arrive.
+        limits = Limits(max_message=2 * settings.max_request_bytes + (1 << 20),
+                        max_streams=settings.max_queue_size + settings.runtime.max_batch + SPARE_STREAMS)
+        self._methods = {f"/{SERVICE}/{name}": work for name, work in self._handlers().items()}
+
+        def connection() -> GrpcConnection:
+            made = GrpcConnection(self._dispatch, limits, self._connections.discard)
+            self._connections.add(made)
+            return made
+
+        self._server = await asyncio.get_running_loop().create_server(connection, self.host, self.port,
+                                                                      reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
         log.info("gRPC running on %s:%d (%s)", self.host, self.port, SERVICE)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Close the listener; RPCs in flight get ``grace`` seconds (the data plane has drained them by now),
-        then are cancelled, as are their calls on the loop."""
-        if self._server is None or self._handoff is None:
+        """Close the listener and tell every connection to go away; calls in flight get ``grace`` seconds (the
+        data plane has drained them by now), then are cancelled (CANCELLED) and the connections closed."""
+        if self._server is None:
             return
-        stopped = self._server.stop(grace or 0.0)  # never blocks: grpcio cancels what is left after the grace
-        while not stopped.is_set():  # the loop keeps answering the calls meanwhile
+        self._server.close()
+        for connection in list(self._connections):
+            connection.go_away()
+        deadline = time.monotonic() + (grace or 0.0)
+        while self._connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self._handoff.cancel()
-        self._handoff.closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        for connection in list(self._connections):
+            await connection.cancel()
+            connection.close()
 
-    def _handed_off(self, work: Work) -> Callable[[bytes, grpc.ServicerContext], bytes]:
-        handoff = self._handoff
-        assert handoff is not None
-
-        def handle(data: bytes, context: grpc.ServicerContext) -> bytes:
-            outcome = handoff.call(work, data)
-            if isinstance(outcome, ProtocolError):
-                context.abort(status_code(outcome.status), outcome.message)  # raises
-            return outcome
-
-        return handle
+    def _dispatch(self, path: str, data: bytes) -> Answer | Coroutine[Any, Any, Answer]:
+        work = self._methods.get(path)
+        if work is None:
+            return UNIMPLEMENTED, f"unknown method {path!r}: this server serves {SERVICE}"
+        return work(data)
 
     def _handlers(self) -> dict[str, Work]:
         return {"ServerLive": self._unary(pb.ServerLiveRequest, lambda _r: pb.ServerLiveResponse(live=True)),
@@ -203,7 +111,7 @@ class GrpcFrontEnd:
 
     @staticmethod
     def _unary(request_type: type[Message], answer: Callable[[Any], Message]) -> Work:
-        def handle(data: bytes) -> Outcome:
+        def handle(data: bytes) -> Answer:
             try:
                 try:
                     request = request_type.FromString(data)
@@ -211,7 +119,7 @@ class GrpcFrontEnd:
                     raise ProtocolError(400, f"malformed protobuf: not a {request_type.__name__} ({exc})") from None
                 return answer(request).SerializeToString()
             except ProtocolError as refused:
-                return refused
+                return refusal(refused)
 
         return handle
 
@@ -248,7 +156,7 @@ class GrpcFrontEnd:
 
     # --- inference -----------------------------------------------------------------------------
 
-    async def _infer(self, data: bytes) -> Outcome:
+    async def _infer(self, data: bytes) -> Answer:
         answer = b""
 
         async def decode(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
@@ -265,5 +173,5 @@ class GrpcFrontEnd:
         try:
             await self.plane.infer(decode, respond, "grpc")
         except ProtocolError as refused:
-            return refused
+            return refusal(refused)
         return answer
