@@ -149,6 +149,11 @@ def source_info(src: str, env: dict[str, str]) -> dict[str, Any]:
     """Where ``PYTHONPATH=src`` imports modelfleet from, and the commit of the checkout around it."""
     imported = run_quiet([sys.executable, "-c", "import modelfleet; print(modelfleet.__file__)"],
                          env=env | {"PYTHONPATH": str(Path(src).resolve())}).stdout.strip()
+    if not Path(imported).resolve().is_relative_to(Path(src).resolve()):
+        # A missing or wrong directory falls back to the installed (editable) modelfleet: both sides of an
+        # A/B would then run the same code.
+        raise SystemExit(f"--src {src}: PYTHONPATH={src} imports modelfleet from {imported or 'nowhere'}, not from "
+                         f"that directory (it needs {src}/modelfleet/ with its generated *_pb2.py)")
     commit = run_quiet(["git", "-C", src, "rev-parse", "HEAD"]).stdout.strip()
     status = run_quiet(["git", "-C", src, "status", "--porcelain", "--", "."]).stdout.splitlines()
     return {"dir": src, "imports": imported, "commit": commit, "uncommitted": status[:5]}
@@ -201,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers: list[Running] = []
     ports = free_ports(len(sources) + 1)
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONUNBUFFERED": "1"}
+    source_infos = {label: source_info(src, base_env) for label, src in sources}  # before any server starts
     servers.append(launch("bare", [sys.executable, str(Path(__file__).resolve()), "bare-server", model["onnx"], name,
                                    str(ports[0])], ports[0], base_env, work, name, args.server_cpu))
     for (label, src), port in zip(sources, ports[1:], strict=True):
@@ -211,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       str(model["max_queue_delay_us"])], port, env, work, name, args.server_cpu))
     results: dict[str, Any] = {"started": stamp, "command": shlex.join([sys.executable, *sys.argv]),
                                "environment": host_environment(["src/modelfleet/serve", "bench/serving"]),
-                               "sources": {label: source_info(src, base_env) for label, src in sources},
+                               "sources": source_infos,
                                "model": {k: model[k] for k in ("name", "version", "max_batch", "max_queue_delay_us")},
                                "loadavg_start": loadavg(), "rounds": []}
     try:

@@ -71,6 +71,7 @@ def main() -> int:
 
     sources = [tuple(s.split("=", 1)) for s in args.src]
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONUNBUFFERED": "1"}
+    source_infos = {label: source_info(src, base_env) for label, src in sources}  # before any server starts
     ports = free_ports(2 * len(sources))
     servers: list[tuple[Running, int]] = []
     for index, (label, src) in enumerate(sources):
@@ -82,7 +83,7 @@ def main() -> int:
         servers.append((launch(label, argv, port, env, work, name, args.server_cpu), grpc_port))
     results: dict[str, Any] = {"started": stamp, "command": shlex.join([sys.executable, *sys.argv]),
                                "environment": host_environment(["src/modelfleet/serve", "bench/serving"]),
-                               "sources": {label: source_info(src, base_env) for label, src in sources},
+                               "sources": source_infos,
                                "loadavg_start": loadavg(), "rounds": []}
     try:
         answer_bytes = {}

@@ -320,3 +320,4 @@ def test_shutdown_sends_goaway_and_answers_calls_in_flight(start_server: StartSe
     finally:
         client.close()
     assert server.wait(30) == 0
+

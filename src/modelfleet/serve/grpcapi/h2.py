@@ -196,6 +196,16 @@ class GrpcConnection(asyncio.Protocol):
         self.transport.write(frame(SETTINGS, 0, 0, settings) +
                         frame(WINDOW_UPDATE, 0, 0, (CONNECTION_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big")))
 
+    def pause_writing(self) -> None:
+        # The peer does not read what it asked for (answers, PING and SETTINGS acknowledgements): read nothing
+        # more from it until it has, so that a flood of control frames cannot grow the send buffer.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.streams.clear()
@@ -315,7 +325,9 @@ class GrpcConnection(asyncio.Protocol):
                 raise ProtocolViolationError(PROTOCOL_ERROR, f"HEADERS opening stream {sid}, which cannot be opened")
             self.last_stream = sid
             stream = _Stream(sid, self.peer_window)
-            if self.going_away or len(self.streams) >= self.limits.max_streams:
+            # Calls still running count too: a stream reset right after its request ended leaves its call
+            # running, and must not make room for another ("rapid reset").
+            if self.going_away or max(len(self.streams), len(self.tasks)) >= self.limits.max_streams:
                 stream.refused = stream.answered = True  # decoded below all the same (HPACK state)
                 self.out.append(frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
             else:
