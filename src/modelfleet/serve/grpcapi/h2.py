@@ -193,8 +193,8 @@ class GrpcConnection(asyncio.Protocol):
         settings = b"".join(key.to_bytes(2, "big") + value.to_bytes(4, "big") for key, value in (
             (MAX_CONCURRENT_STREAMS, self.limits.max_streams), (INITIAL_WINDOW_SIZE, STREAM_WINDOW),
             (MAX_HEADER_LIST_SIZE, MAX_HEADER_BLOCK)))
-        self.transport.write(frame(SETTINGS, 0, 0, settings) +
-                        frame(WINDOW_UPDATE, 0, 0, (CONNECTION_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big")))
+        opening = (CONNECTION_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big")
+        self.transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, opening))
 
     def pause_writing(self) -> None:
         # The peer does not read what it asked for (answers, PING and SETTINGS acknowledgements): read nothing
@@ -400,8 +400,8 @@ class GrpcConnection(asyncio.Protocol):
         elif (stream := self.streams.get(sid)) is not None:
             if not increment or stream.window + increment > MAX_WINDOW:
                 self._forget(sid)
-                self.out.append(frame(RST_STREAM, 0, sid, (PROTOCOL_ERROR if not increment else
-                                                          FLOW_CONTROL_ERROR).to_bytes(4, "big")))
+                code = PROTOCOL_ERROR if not increment else FLOW_CONTROL_ERROR
+                self.out.append(frame(RST_STREAM, 0, sid, code.to_bytes(4, "big")))
                 return
             stream.window += increment
         self._flush_blocked()
@@ -441,21 +441,21 @@ class GrpcConnection(asyncio.Protocol):
     def _message(self, body: bytes, encoding: str) -> bytes:
         """The one message of a unary call, decompressed."""
         if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5:
-            raise CallRefusedError(INTERNAL, f"a unary call needs exactly one length-prefixed message "
-                                     f"({len(body)} bytes of body)")
+            raise CallRefusedError(INTERNAL, "a unary call needs exactly one length-prefixed message "
+                                             f"({len(body)} bytes of body)")
         if not body[0]:
             return body[5:]
         if encoding not in ("gzip", "deflate"):
             raise CallRefusedError(UNIMPLEMENTED, f"message compressed with {encoding!r}; this server accepts "
-                                          f"{ACCEPTED_ENCODINGS.decode()}")
+                                                  f"{ACCEPTED_ENCODINGS.decode()}")
         inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
         try:
             message = inflater.decompress(body[5:], self.limits.max_message + 1)
         except zlib.error as exc:
             raise CallRefusedError(INTERNAL, f"the {encoding} message does not decompress ({exc})") from None
         if len(message) > self.limits.max_message or inflater.unconsumed_tail:
-            raise CallRefusedError(RESOURCE_EXHAUSTED, f"the request message is larger than {self.limits.max_message} "
-                                               f"bytes once decompressed")
+            raise CallRefusedError(RESOURCE_EXHAUSTED, f"the request message is larger than "
+                                                       f"{self.limits.max_message} bytes once decompressed")
         return message
 
     def _finished(self, stream: _Stream, task: asyncio.Task[Answer]) -> None:
@@ -547,6 +547,11 @@ class GrpcConnection(asyncio.Protocol):
         if self.out and self.transport is not None:
             self.transport.write(b"".join(self.out))
         self.out.clear()
+
+    @property
+    def busy(self) -> bool:
+        """Calls are open or running on this connection."""
+        return bool(self.streams or self.tasks)
 
     def go_away(self) -> None:
         """No new calls on this connection; the ones started are answered, then it closes."""

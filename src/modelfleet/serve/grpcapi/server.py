@@ -83,9 +83,10 @@ class GrpcFrontEnd:
             return
         self._server.close()
         for connection in list(self._connections):
-            connection.go_away()
+            connection.go_away()  # closes the connection once its calls are answered
         deadline = time.monotonic() + (grace or 0.0)
-        while self._connections and time.monotonic() < deadline:
+        # A peer that keeps an idle connection open (a router's pool) is not waited for: only calls are.
+        while any(c.busy for c in self._connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for connection in list(self._connections):
             await connection.cancel()
