@@ -320,8 +320,13 @@ class GrpcConnection(asyncio.Protocol):
         if flags & PRIORITY_FLAG:
             payload = payload[5:]
         stream = self.streams.get(sid)
-        if stream is None:
-            if sid % 2 == 0 or sid <= self.last_stream:
+        if stream is None and sid <= self.last_stream and sid % 2:
+            # A stream already closed (reset by either side, refused, answered early): frames the peer sent before
+            # it knew are ignored, but a header block is still decoded, for the HPACK state both sides share.
+            stream = _Stream(sid, 0)
+            stream.refused = stream.answered = True
+        elif stream is None:
+            if sid % 2 == 0:
                 raise ProtocolViolationError(PROTOCOL_ERROR, f"HEADERS opening stream {sid}, which cannot be opened")
             self.last_stream = sid
             stream = _Stream(sid, self.peer_window)
