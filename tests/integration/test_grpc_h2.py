@@ -281,7 +281,7 @@ def _goaway_code(received: bytes) -> int | None:
     return None
 
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9)[:3] + b"\x04\x00" + bytes(4)  # and an empty SETTINGS
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")  # and an empty SETTINGS
 
 
 def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:

@@ -34,7 +34,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 # Error codes (RFC 9113 section 7).
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x9
 # SETTINGS identifiers.
 HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 1, 3, 4, 5, 6
@@ -46,7 +46,7 @@ STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 24
 MAX_HEADER_BLOCK = 1 << 16
 #: gRPC status codes used here (the rest come from the dispatcher).
-OK, UNKNOWN, INTERNAL, UNIMPLEMENTED, RESOURCE_EXHAUSTED = 0, 2, 13, 12, 8
+UNKNOWN, INTERNAL, UNIMPLEMENTED, RESOURCE_EXHAUSTED = 2, 13, 12, 8
 ACCEPTED_ENCODINGS = b"identity,deflate,gzip"
 
 #: What a call's dispatcher returns: the answer message, a gRPC status with its message, or a coroutine of either.
@@ -146,7 +146,7 @@ class HeaderDecoder:
 
 
 class _Stream:
-    __slots__ = ("answered", "body", "ended", "headers", "refused", "sid", "size", "unacked", "window")
+    __slots__ = ("answered", "body", "ended", "headers", "sid", "size", "unacked", "window")
 
     def __init__(self, sid: int, window: int) -> None:
         self.sid = sid
@@ -157,7 +157,6 @@ class _Stream:
         self.window = window  # what the server may still send on it
         self.ended = False  # the peer's END_STREAM
         self.answered = False  # the answer is sent or queued
-        self.refused = False  # answered before the request ended: the rest of the body is dropped
 
 
 class GrpcConnection(asyncio.Protocol):
@@ -229,12 +228,10 @@ class GrpcConnection(asyncio.Protocol):
         """Handles every whole frame in ``buffer``; where the unread part starts."""
         pos, size = 0, len(buffer)
         if not self.preface_read:
-            if size < len(PREFACE):
-                if not PREFACE.startswith(buffer):
-                    raise ProtocolViolationError(PROTOCOL_ERROR, "not an HTTP/2 connection preface (gRPC needs HTTP/2)")
-                return 0
-            if not buffer.startswith(PREFACE):
+            if not PREFACE.startswith(buffer[:len(PREFACE)]):
                 raise ProtocolViolationError(PROTOCOL_ERROR, "not an HTTP/2 connection preface (gRPC needs HTTP/2)")
+            if size < len(PREFACE):
+                return 0
             self.preface_read, pos = True, len(PREFACE)
         while size - pos >= 9:
             length = int.from_bytes(buffer[pos:pos + 3], "big")
@@ -297,13 +294,12 @@ class GrpcConnection(asyncio.Protocol):
                 raise ProtocolViolationError(PROTOCOL_ERROR, f"DATA on stream {sid}, which is not open")
             return  # a stream reset, refused or answered early: frames the peer sent meanwhile are ignored
         body = self._unpad(flags, payload)
-        if not stream.refused:
-            stream.body.append(body)
-            stream.size += len(body)
-            if stream.size > self.limits.max_message + 5:  # answered and reset at once
-                self._answer(stream, (RESOURCE_EXHAUSTED, f"the request message is larger than "
-                                                          f"{self.limits.max_message} bytes"))
-                return
+        stream.body.append(body)
+        stream.size += len(body)
+        if stream.size > self.limits.max_message + 5:  # answered and reset at once
+            self._answer(stream, (RESOURCE_EXHAUSTED, f"the request message is larger than "
+                                                      f"{self.limits.max_message} bytes"))
+            return
         if flags & END_STREAM:
             stream.ended = True
             self._request_ended(stream)
@@ -324,7 +320,7 @@ class GrpcConnection(asyncio.Protocol):
             # A stream already closed (reset by either side, refused, answered early): frames the peer sent before
             # it knew are ignored, but a header block is still decoded, for the HPACK state both sides share.
             stream = _Stream(sid, 0)
-            stream.refused = stream.answered = True
+            stream.answered = True
         elif stream is None:
             if sid % 2 == 0:
                 raise ProtocolViolationError(PROTOCOL_ERROR, f"HEADERS opening stream {sid}, which cannot be opened")
@@ -333,7 +329,7 @@ class GrpcConnection(asyncio.Protocol):
             # Calls still running count too: a stream reset right after its request ended leaves its call
             # running, and must not make room for another ("rapid reset").
             if self.going_away or max(len(self.streams), len(self.tasks)) >= self.limits.max_streams:
-                stream.refused = stream.answered = True  # decoded below all the same (HPACK state)
+                stream.answered = True  # not registered; its block is decoded below all the same (HPACK state)
                 self.out.append(frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
             else:
                 self.streams[sid] = stream
@@ -489,7 +485,6 @@ class GrpcConnection(asyncio.Protocol):
             self.out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.sid,
                                   update + RESPONSE_HEADERS + status_block(*answer)))
             if not stream.ended:  # refused before the request's end (too large): the peer may stop sending
-                stream.refused, stream.body = True, []
                 self.out.append(frame(RST_STREAM, 0, stream.sid, NO_ERROR.to_bytes(4, "big")))
                 self._forget(stream.sid)
                 return
