@@ -10,9 +10,10 @@ its requests is retried alone so that one malformed request cannot fail its neig
 
 Idle fast path (:meth:`Batcher.infer`): a request that finds the batcher idle — nothing queued, nothing
 executing, no other accepted request on its way — would be dispatched alone at once by the rule above,
-so it skips the queue and its consumer task: it runs at once, on the same executor (the caller's task
-when inline), through the same execution code (observer hooks, error isolation, settling). Requests
-that arrive while it executes queue and go together in the next batch.
+so it skips the queue and its consumer task: it runs at once. Inline (no executor), the model is called
+right there, with no job or future (nothing can interleave: there is no await); on an executor, through
+the same execution code as a batch (error isolation, settling). Both report to the same observer hooks.
+Requests that arrive while it executes on an executor queue and go together in the next batch.
 
 ``stop()`` drains: new work is refused; what is queued is dispatched at once and every request whose
 caller still waits is answered before it returns. A model call nobody waits for any more (its callers
@@ -120,13 +121,27 @@ class Batcher:
         refuses a request of more than ``max_batch`` rows). Raises what the model raised."""
         if request.rows > self.max_batch or not self._idle():
             return await self.submit(request)
+        if self.executor is None:
+            return self._run_inline(request, time.perf_counter())
         job = _Job(request, asyncio.get_running_loop().create_future(), time.perf_counter())
         self._busy, self._executing = True, [job]
-        if self.executor is None:
-            await self._run_lone(job)  # never suspends: nothing interleaves, and nothing can cancel it midway
-        else:  # a task, so that a cancelled caller leaves the batcher busy until the model call returns
-            self._lone = asyncio.get_running_loop().create_task(self._run_lone(job), name="batcher-lone")
+        # A task, so that a cancelled caller leaves the batcher busy until the model call returns.
+        self._lone = asyncio.get_running_loop().create_task(self._run_lone(job), name="batcher-lone")
         return await job.future
+
+    def _run_inline(self, request: InferRequest, arrived: float) -> Outputs:
+        """A lone request on the event loop: the model's call, timed as a batch of one (its queueing: the moment
+        from ``arrived`` to the call); nothing interleaves (no await), so neither a job nor a future is needed.
+        Raises what the model raised."""
+        self._busy = True
+        started = time.perf_counter()
+        self.observer.on_queued(started - arrived)
+        try:
+            outputs = self.run(request.inputs)
+        finally:
+            self._busy = False  # nothing queued meanwhile: nothing ran meanwhile
+        self.observer.on_batch(request.rows, time.perf_counter() - started)
+        return outputs
 
     async def _run_lone(self, job: _Job) -> None:
         try:

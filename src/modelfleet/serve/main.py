@@ -1,4 +1,5 @@
-"""Run the model server with uvicorn (HTTP) and, with a gRPC port, grpcio's server feeding the same event loop.
+"""Run the model server: uvicorn's server with modelfleet's HTTP/1.1 connections (:mod:`modelfleet.serve.http1`)
+and, with a gRPC port, the gRPC front end's HTTP/2 transport on the same event loop.
 
 On SIGTERM (or SIGINT): readiness goes false at once so health-checking routers stop sending;
 after ``shutdown_delay`` the listeners close; requests in flight on either protocol finish (bounded by
@@ -20,6 +21,7 @@ import uvicorn
 
 from modelfleet.serve import defaults
 from modelfleet.serve.app import ModelServer, ServerSettings
+from modelfleet.serve.http1 import HttpProtocol
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def run(settings: ServerSettings, host: str = defaults.HOST, port: int = default
         from modelfleet.serve.grpcapi.server import GrpcFrontEnd
 
         app.companions.append(GrpcFrontEnd(app.plane, host, grpc_port))
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=HttpProtocol, lifespan="on",
                             access_log=False, log_level=log_level, limit_concurrency=limit_concurrency,
                             timeout_keep_alive=75, timeout_graceful_shutdown=math.ceil(drain_timeout),
                             server_header=False, date_header=False,
