@@ -91,8 +91,9 @@ def playbook(name: str, workdir: Path, *extra: str, check: bool = True) -> subpr
     overrides.write_text(json.dumps({"rollout_overrides": ROLLOUT, "rollout_state_dir": str(workdir / "rollouts")}))
     command = ["ansible-playbook", "-i", str(INVENTORY), str(PROJECT / "playbooks" / name), "-e", f"@{overrides}",
                *extra]
+    # profile_tasks: each task's time in the log (where a deploy's minutes go; CI has a 50-minute budget).
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".cache" / "collections"),
-               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=PROJECT, timeout=1200)
     log = workdir / f"{name}-{time.strftime('%H%M%S')}.log"
