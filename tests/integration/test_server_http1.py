@@ -140,12 +140,15 @@ def test_expect_100_continue(credit_server: Server) -> None:
         sock.sendall(BODY)
         status, _, body = reader.answer()
         assert status == 200 and probabilities(body)
-    # Refused on its Content-Length alone: no 100 Continue, and the body is never asked for.
+    # Refused on its Content-Length alone: no 100 Continue, the body is never asked for, and the connection closes
+    # (the client does not send that body; what it sent next would be read as the body).
     with connect(credit_server) as sock:
         sock.sendall(post(INFER, b"", "Expect: 100-continue").replace(b"Content-Length: 0",
                                                                      b"Content-Length: 900000000"))
-        status, _, body = Reader(sock).answer()
-        assert status == 413 and b"exceeds the limit" in body
+        reader = Reader(sock)
+        status, headers, body = reader.answer()
+        assert status == 413 and b"exceeds the limit" in body and headers["connection"] == "close"
+        assert reader.closed()
 
 
 def test_head_answers_the_head_without_the_body(credit_server: Server) -> None:
@@ -179,6 +182,20 @@ def test_what_llhttp_cannot_parse_is_a_400_and_the_connection_closes(credit_serv
         assert first[0] == 200 and probabilities(first[2])
         assert second[0] == 400 and second[2] == b"Invalid HTTP request received."
         assert reader.closed()
+
+
+def test_a_chunked_body_that_stops_parsing_is_a_400_at_once(credit_server: Server) -> None:
+    head = (f"POST {INFER} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    with connect(credit_server) as sock:
+        started = time.monotonic()
+        sock.sendall(head + b"%x\r\n%s\r\n" % (10, BODY[:10]) + b"zz\r\nnot a chunk size\r\n")
+        reader = Reader(sock)
+        status, _, body = reader.answer()
+        assert (status, body) == (400, b"Invalid HTTP request received.")
+        assert reader.closed()
+        assert time.monotonic() - started < 5, "answered at once, not at the body timeout"
+    assert credit_server.get("/v2/health/ready").status == 200
 
 
 def test_a_client_that_does_not_read_gets_every_answer_once_it_reads(credit_server: Server) -> None:

@@ -122,8 +122,9 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             log.warning("Invalid HTTP request received.")
             self.parse_error = True
-            if self.answering is None:
-                self._refuse()
+            reading = self.reading
+            if self.answering is None or (reading is not None and reading.more_body and not reading.complete):
+                self._refuse()  # now: nothing to answer first, or a body cut by the error (it cannot complete)
             else:
                 self._pause_reading()  # answered after the requests in hand
 
@@ -243,6 +244,10 @@ class HttpProtocol(asyncio.Protocol):
             self.answering.keep_alive = False
 
     def _refuse(self) -> None:
+        """Answer 400 and close; requests still in hand are dropped (what they write from now on is not sent)."""
+        for exchange in (self.answering, self.reading, *self.queued):
+            if exchange is not None and not exchange.complete:
+                exchange.disconnect()
         if not self.transport.is_closing():
             self.transport.write(_BAD_REQUEST)
             self.transport.close()
@@ -378,7 +383,11 @@ class Exchange:
 
     def _start_answer(self, message: Message) -> None:
         self.started = True
-        self.expect_continue = False  # answered without reading the body: no 100 Continue
+        if self.expect_continue and self.more_body:
+            # Answered before the 100 Continue: the client will not send the body it announced, and what it sends
+            # next could be read as that body. Close after the answer (RFC 9110, section 10.1.1).
+            self.keep_alive = False
+        self.expect_continue = False
         status: int = message["status"]
         head = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         length: int | None = None
