@@ -139,7 +139,7 @@ class Batcher:
         try:
             outputs = self.run(request.inputs)
         finally:
-            self._busy = False  # nothing queued meanwhile: nothing ran meanwhile
+            self._busy = False  # no await above: nothing can have queued meanwhile, so nothing waits to be woken
         self.observer.on_batch(request.rows, time.perf_counter() - started)
         return outputs
 

@@ -46,7 +46,9 @@ _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".en
 _INVALID = b"Invalid HTTP request received."
 _BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n%s" % (len(_INVALID), _INVALID))
-_SERVER_ERROR = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"), (b"connection", b"close")]
+_SERVER_ERROR_BODY = b"Internal Server Error"
+_SERVER_ERROR = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(_SERVER_ERROR_BODY)),
+                 (b"connection", b"close")]
 #: Bytes that may not appear in a header name (RFC 9110 token) or value (control characters but tab).
 _NOT_IN_NAME = frozenset(b'\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16'
                          b'\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f()<>@,;:\\"/[]?={} ')
@@ -92,8 +94,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.server = get_local_addr(self.transport)
         self.client = get_remote_addr(self.transport)
-        self.active_at = self.loop.time()
-        self.keep_alive_handle = self.loop.call_later(self.keep_alive_timeout, self._keep_alive_check)
+        self._idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -223,18 +224,12 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse()
             return
         self._resume_reading()
-        self.active_at = self.loop.time()
-        if self.keep_alive_handle is None:
-            self.keep_alive_handle = self.loop.call_later(self.keep_alive_timeout, self._keep_alive_check)
+        self._idle()
 
     def needs_body(self) -> None:
         """The application waits for body bytes still to come."""
         if not self.queued and not self.parse_error:
             self._resume_reading()
-
-    async def drain(self) -> None:
-        if self.writable is not None:
-            await asyncio.shield(self.writable)
 
     def shutdown(self) -> None:
         """The server stops (uvicorn calls this): close an idle connection now, a busy one after its answer."""
@@ -251,6 +246,12 @@ class HttpProtocol(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(_BAD_REQUEST)
             self.transport.close()
+
+    def _idle(self) -> None:
+        """Nothing in hand from now: the keep-alive timeout counts from here (its check armed if it is not)."""
+        self.active_at = self.loop.time()
+        if self.keep_alive_handle is None:
+            self.keep_alive_handle = self.loop.call_later(self.keep_alive_timeout, self._keep_alive_check)
 
     def _keep_alive_check(self) -> None:
         """Close the connection once nothing has arrived or been answered for the keep-alive timeout, with no
@@ -342,7 +343,7 @@ class Exchange:
 
     async def _server_error(self) -> None:
         await self.send({"type": "http.response.start", "status": 500, "headers": _SERVER_ERROR})
-        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+        await self.send({"type": "http.response.body", "body": _SERVER_ERROR_BODY})
 
     async def receive(self) -> Message:
         if self.expect_continue:
@@ -364,9 +365,9 @@ class Exchange:
         return {"type": "http.request", "body": body, "more_body": self.more_body}
 
     async def send(self, message: Message) -> None:
-        protocol = self.protocol
-        if protocol.writable is not None and not self.disconnected:
-            await protocol.drain()
+        writable = self.protocol.writable
+        if writable is not None and not self.disconnected:
+            await asyncio.shield(writable)  # the client is not reading: wait until it does (or goes)
         if self.disconnected:
             return
         kind = message["type"]
